@@ -1,0 +1,1 @@
+"""Adapters between the framework-free core and concrete layers / detectors (mmdet3d, spconv)."""

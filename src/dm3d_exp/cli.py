@@ -1,0 +1,22 @@
+"""Console entry points. Each returns/raises SystemExit with 0 on success and 2 on bad input."""
+from __future__ import annotations
+
+import sys
+
+
+def _run(entry, argv=None) -> None:
+    sys.exit(entry(argv))
+
+
+def synth_main(argv=None) -> None:
+    """`dm3d-synth`: generate (or reuse) the synthetic KITTI-format benchmark; realism report."""
+    from .data.cli import main
+
+    _run(main, argv)
+
+
+def kitti_eval_main(argv=None) -> None:
+    """`dm3d-kitti-eval GT_DIR DET_DIR --out results.json`: official-devkit-equivalent KITTI AP."""
+    from .kitti.eval_cli import main
+
+    _run(main, argv)

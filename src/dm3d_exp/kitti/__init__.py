@@ -1,0 +1,1 @@
+"""KITTI object-detection format: file I/O (`format`) and the official-devkit-equivalent evaluator (`eval`)."""
