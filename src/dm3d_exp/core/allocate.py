@@ -23,9 +23,12 @@ class Allocation:
     budget: float
 
 
-def _check_inputs(curves: Sequence[np.ndarray], costs: Sequence[np.ndarray], budget: float) -> list[tuple[np.ndarray, np.ndarray]]:
+Layers = list[tuple[np.ndarray, np.ndarray]]
+
+
+def _check_inputs(curves: Sequence[np.ndarray], costs: Sequence[np.ndarray], budget: float) -> Layers:
     if len(curves) != len(costs) or not curves:
-        raise ValueError(f"{len(curves)} curves and {len(costs)} cost vectors: expected the same non-zero number of layers")
+        raise ValueError(f"{len(curves)} curves and {len(costs)} cost vectors: expected the same number >= 1")
     if not np.isfinite(budget) or budget <= 0:
         raise ValueError(f"budget={budget!r}: expected a finite cost > 0")
     layers = []
@@ -33,9 +36,10 @@ def _check_inputs(curves: Sequence[np.ndarray], costs: Sequence[np.ndarray], bud
         curve = np.asarray(curve, dtype=np.float64)
         cost = np.asarray(cost, dtype=np.float64)
         if curve.ndim != 1 or curve.shape != cost.shape or curve.size == 0:
-            raise ValueError(f"layer {l}: curve shape {curve.shape} and cost shape {cost.shape}: expected equal non-empty 1-D")
+            shapes = f"curve shape {curve.shape}, cost shape {cost.shape}"
+            raise ValueError(f"layer {l}: {shapes}: expected equal non-empty 1-D shapes")
         if not (np.all(np.isfinite(curve)) and np.all(np.isfinite(cost)) and np.all(cost >= 0)):
-            raise ValueError(f"layer {l}: curve/costs with non-finite or negative cost values: expected finite, costs >= 0")
+            raise ValueError(f"layer {l}: non-finite curve/cost or negative cost: expected finite values, costs >= 0")
         layers.append((curve, cost))
     cheapest = sum(float(cost.min()) for _, cost in layers)
     if cheapest > budget:
@@ -43,7 +47,7 @@ def _check_inputs(curves: Sequence[np.ndarray], costs: Sequence[np.ndarray], bud
     return layers
 
 
-def _result(layers: list[tuple[np.ndarray, np.ndarray]], levels: Sequence[int], budget: float) -> Allocation:
+def _result(layers: Layers, levels: Sequence[int], budget: float) -> Allocation:
     levels = [int(k) for k in levels]
     return Allocation(
         levels=levels,
@@ -53,7 +57,7 @@ def _result(layers: list[tuple[np.ndarray, np.ndarray]], levels: Sequence[int], 
     )
 
 
-def _pareto_candidates(curve: np.ndarray, int_cost: np.ndarray, units: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pareto_candidates(curve: np.ndarray, int_cost: np.ndarray, units: int) -> tuple[np.ndarray, ...]:
     """Levels that are not dominated in (integer cost, distortion), sorted by cost ascending.
 
     Dropping a level with another of no larger integer cost and no larger distortion never changes the
@@ -61,12 +65,14 @@ def _pareto_candidates(curve: np.ndarray, int_cost: np.ndarray, units: int) -> t
     """
     idx = np.flatnonzero(int_cost <= units)
     idx = idx[np.lexsort((idx, curve[idx], int_cost[idx]))]
-    best_before = np.concatenate(([np.inf], np.minimum.accumulate(curve[idx])[:-1]))
+    best_before = np.minimum.accumulate(np.concatenate(([np.inf], curve[idx])))[:-1]
     idx = idx[curve[idx] < best_before]
     return idx, int_cost[idx], curve[idx]
 
 
-def dp_allocate(curves: Sequence[np.ndarray], costs: Sequence[np.ndarray], budget: float, units: int = 10000) -> Allocation:
+def dp_allocate(
+    curves: Sequence[np.ndarray], costs: Sequence[np.ndarray], budget: float, units: int = 10000
+) -> Allocation:
     """Exact optimum of the discretised problem by dynamic programming (METHOD §8).
 
     Costs become integer units ceil(c / u), u = budget / units, so every discrete-feasible choice is truly
@@ -89,7 +95,8 @@ def dp_allocate(curves: Sequence[np.ndarray], costs: Sequence[np.ndarray], budge
     needed = sum(int(c[0]) if c.size else units + 1 for _, c, _ in candidates)
     if needed > units:
         raise ValueError(
-            f"units={units}: the cheapest allocation needs {needed} units of {unit!r} after rounding up; expected more units"
+            f"units={units}: the cheapest allocation needs {needed} units of {unit!r} after rounding up;"
+            " expected more units"
         )
     tables = [np.zeros(units + 1)]
     scratch = np.empty(units + 1)

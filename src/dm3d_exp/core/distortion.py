@@ -17,6 +17,13 @@ PROBES = ("random", "mean_square")
 DEFAULT_LAMBDAS = {"loc": 1.0, "conf": 1.0}
 
 
+def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
+
+
 def _element_weights(
     outputs: Mapping[str, torch.Tensor],
     groups: Mapping[str, str],
@@ -46,8 +53,10 @@ def _element_weights(
             scales[name] = lam / y.numel()
             continue
         w = fg_weights[name].detach()
-        if torch.broadcast_shapes(w.shape, y.shape) != y.shape or torch.any(w < 0):
-            raise ValueError(f"fg_weights[{name!r}] shape {tuple(w.shape)}: expected non-negative, broadcastable to {tuple(y.shape)}")
+        if not _broadcasts_to(w.shape, y.shape) or torch.any(w < 0):
+            raise ValueError(
+                f"fg_weights[{name!r}] shape {tuple(w.shape)}: expected non-negative, broadcastable to {tuple(y.shape)}"
+            )
         total = w.expand(y.shape).sum()
         if not total > 0:
             raise ValueError(f"fg_weights[{name!r}] sums to {float(total)}: expected a positive total")

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .levels import level_counts, monotone_envelope
+from .ranking import check_order
 
 FORMS = ("gauss_newton", "squared")
 DAMPING_MODES = ("absolute", "relative")
@@ -70,8 +71,7 @@ class FisherCurveAccumulator:
         self._g2_sum: dict[str, torch.Tensor] = {}
         for name, w in weights.items():
             order = orders[name]
-            if order.dim() != 1 or order.numel() != w.numel():
-                raise ValueError(f"order {name!r} of size {order.numel()}: expected a permutation of {w.numel()}")
+            check_order(order, w.numel(), f"order {name!r}")
             flat = w.detach().reshape(-1).to(torch.float64)
             checkpoints = torch.as_tensor(level_counts(num_levels, w.numel()), device=w.device)
             self._shapes[name] = w.shape

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .levels import level_counts
+from .ranking import check_order
 
 MODES = ("tap_aware", "density")
 DENOMINATORS = ("whole", "prunable")
@@ -36,7 +37,7 @@ class LayerCost:
     def __post_init__(self) -> None:
         pairs = np.asarray(self.pairs, dtype=np.float64)
         if pairs.ndim != 1 or pairs.size == 0 or not np.all(np.isfinite(pairs)) or np.any(pairs < 0):
-            raise ValueError(f"{self.name}: pairs {self.pairs!r}: expected a non-empty 1-D vector of finite counts >= 0")
+            raise ValueError(f"{self.name}: pairs {self.pairs!r}: expected a non-empty 1-D vector of finite counts")
         for field in ("cout", "cin"):
             value = getattr(self, field)
             if int(value) != value or value < 1:
@@ -85,8 +86,7 @@ def prefix_macs(cost: LayerCost, order: torch.Tensor) -> np.ndarray:
     Pruning flat index t removes n_{tap(t)} MACs with tap(t) = t // (Cout * Cin); entry m is the suffix
     sum over order[m:], so entry numel is exactly 0.
     """
-    if order.dim() != 1 or order.numel() != cost.numel:
-        raise ValueError(f"{cost.name}: order of size {order.numel()}: expected a permutation of {cost.numel}")
+    check_order(order, cost.numel, f"{cost.name}: order")
     taps = (order.cpu().numpy() // (cost.cout * cost.cin)).astype(np.int64)
     removed = cost.pairs[taps]
     remaining = np.zeros(cost.numel + 1, dtype=np.float64)
@@ -117,10 +117,12 @@ class MacsSummary:
 
     @property
     def whole_dense(self) -> float:
+        """Dense MACs of the whole model: prunable + non-prunable."""
         return self.prunable_dense + self.non_prunable
 
     @property
     def whole_pruned(self) -> float:
+        """Pruned MACs of the whole model: pruned prunable + non-prunable."""
         return self.prunable_pruned + self.non_prunable
 
     @property

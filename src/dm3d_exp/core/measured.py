@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .levels import level_counts, monotone_envelope
+from .ranking import check_order
 
 
 def measured_curves(
@@ -30,8 +31,7 @@ def measured_curves(
     curves = {}
     for name, w in weights.items():
         order = orders[name]
-        if order.dim() != 1 or order.numel() != w.numel():
-            raise ValueError(f"order {name!r} of size {order.numel()}: expected a permutation of {w.numel()}")
+        check_order(order, w.numel(), f"order {name!r}")
         counts = level_counts(num_levels, w.numel())
         pruned = w.detach().clone(memory_format=torch.contiguous_format)
         flat = pruned.view(-1)

@@ -15,6 +15,13 @@ def _check_weight(w: torch.Tensor) -> None:
         raise ValueError(f"weight shape {shape}: expected a non-empty canonical [K, Cout, Cin] tensor")
 
 
+def check_order(order: torch.Tensor, numel: int, name: str = "order") -> None:
+    """Raise ValueError unless `order` is a 1-D integer permutation of range(numel)."""
+    shaped = order.dim() == 1 and order.numel() == numel > 0 and not order.is_floating_point()
+    if not (shaped and int(order.min()) >= 0 and bool((torch.bincount(order, minlength=numel) == 1).all())):
+        raise ValueError(f"{name} of shape {tuple(order.shape)}: expected a permutation of range({numel})")
+
+
 def order_by_scores(*keys: torch.Tensor) -> torch.Tensor:
     """Permutation sorting flattened weights ascending by keys[0], ties by keys[1], ..., then by flat index.
 
@@ -51,8 +58,7 @@ def mask_from_order(order: torch.Tensor, shape: tuple[int, ...], m: int) -> torc
     numel = 1
     for d in shape:
         numel *= int(d)
-    if order.dim() != 1 or order.numel() != numel:
-        raise ValueError(f"order of size {order.numel()}: expected a 1-D permutation of {numel} indices")
+    check_order(order, numel)
     if int(m) != m or not 0 <= m <= numel:
         raise ValueError(f"m={m!r}: expected an integer number of pruned weights in [0, {numel}]")
     keep = torch.ones(numel, dtype=torch.bool, device=order.device)

@@ -1,0 +1,81 @@
+"""mmdet3d metric that scores KITTI-format data with the project's devkit-exact evaluator.
+
+mmdet3d's own ``KittiMetric`` uses a numba-CUDA rotated IoU that needs a GPU (or the CUDA simulator)
+and returns IoU 0 or 1/3 for identical rotated boxes (../shared/data/README.md). ``DevkitKittiMetric``
+keeps mmdet3d's prediction conversion (``convert_valid_bboxes``: LiDAR -> camera boxes, 2D projection
+through P2) and replaces the scoring with :func:`dm3d_exp.kitti.eval.evaluate`. It also looks up infos
+by ``sample_idx`` (mmdet3d indexes the info list by it, which breaks on subsets and non-contiguous ids).
+
+Results: ``<Class>/<metric>/<difficulty>/<R40|R11>`` (percent) and ``mAP`` = mean over the evaluated
+classes of the moderate 3D AP R40 (the project's headline number).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from mmengine.fileio import load
+from mmdet3d.evaluation.metrics import KittiMetric
+from mmdet3d.registry import METRICS
+
+from ..kitti.eval import evaluate
+from ..kitti.format import KittiObjects
+
+HEADLINE = ("3d", "moderate", "R40")
+
+
+def _objects(names, truncated, occluded, alpha, bbox, dims_lhw, loc, ry, score=None) -> KittiObjects:
+    n = len(names)
+    dims = np.asarray(dims_lhw, dtype=np.float64).reshape(n, 3)[:, [1, 2, 0]]  # lhw -> hwl
+    return KittiObjects(np.asarray(names, dtype="<U16").reshape(n), np.asarray(truncated, float).reshape(n),
+                        np.asarray(occluded, int).reshape(n), np.asarray(alpha, float).reshape(n),
+                        np.asarray(bbox, float).reshape(n, 4), dims, np.asarray(loc, float).reshape(n, 3),
+                        np.asarray(ry, float).reshape(n), None if score is None else np.asarray(score, float).reshape(n))
+
+
+def gt_objects_from_info(info: dict, label2cat: dict[int, str]) -> KittiObjects:
+    """Ground truth of one mmdet3d v2 KITTI info (instances with camera ``bbox_3d`` x,y,z,l,h,w,ry)."""
+    inst = info.get("instances", [])
+    names = [label2cat.get(i["bbox_label"], "DontCare") for i in inst]
+    b3d = np.array([i["bbox_3d"] for i in inst], dtype=np.float64).reshape(-1, 7)
+    return _objects(names, [i["truncated"] for i in inst], [i["occluded"] for i in inst],
+                    [i["alpha"] for i in inst], [i["bbox"] for i in inst], b3d[:, 3:6], b3d[:, :3], b3d[:, 6])
+
+
+@METRICS.register_module()
+class DevkitKittiMetric(KittiMetric):
+    """KITTI AP (bbox/bev/3d/aos, easy/moderate/hard, R40/R11) equal to the official devkit's."""
+
+    def __init__(self, *args, classes: Sequence[str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eval_classes = tuple(classes) if classes else None
+
+    def compute_metrics(self, results: list[dict]) -> dict[str, float]:
+        infos = load(self.ann_file, backend_args=self.backend_args)
+        label2cat = {v: k for k, v in infos["metainfo"]["categories"].items()}
+        by_idx = {info["sample_idx"]: info for info in infos["data_list"]}
+        class_names = self.dataset_meta["classes"]
+        gts, dts = [], []
+        for res in results:
+            info = by_idx[res["sample_idx"]]
+            gts.append(gt_objects_from_info(info, label2cat))
+            dts.append(self._det_objects(res["pred_instances_3d"], info, class_names))
+        classes = self.eval_classes or tuple(c for c in ("Car", "Pedestrian", "Cyclist") if c in class_names)
+        ap = evaluate(gts, dts, classes=classes, report_undetected=True)
+        ap["mAP"] = float(np.mean([ap["/".join((c, *HEADLINE))] for c in classes]))
+        return ap
+
+    def _det_objects(self, pred: dict, info: dict, class_names) -> KittiObjects:
+        box = self.convert_valid_bboxes(pred, info)
+        if len(box["bbox"]) == 0:
+            return KittiObjects.empty(with_score=True)
+        h, w = info["images"][self.default_cam_key]["height"], info["images"][self.default_cam_key]["width"]
+        bbox = np.asarray(box["bbox"], dtype=np.float64).copy()
+        bbox[:, 2:] = np.minimum(bbox[:, 2:], [w, h])
+        bbox[:, :2] = np.maximum(bbox[:, :2], 0)
+        cam, lidar = np.asarray(box["box3d_camera"]), np.asarray(box["box3d_lidar"])
+        alpha = -np.arctan2(-lidar[:, 1], lidar[:, 0]) + cam[:, 6]
+        n = len(cam)
+        names = [class_names[int(label)] for label in box["label_preds"]]
+        return _objects(names, np.zeros(n), np.zeros(n, int), alpha, bbox, cam[:, 3:6], cam[:, :3], cam[:, 6],
+                        box["scores"])

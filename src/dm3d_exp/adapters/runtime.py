@@ -1,0 +1,29 @@
+"""One-time runtime setup for mmdet3d + spconv on the current machine."""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+
+@functools.cache
+def setup_mmdet3d() -> None:
+    """Register mmdet3d modules (and the project's metric) and make spconv backward work on CPU.
+
+    spconv 2.3.8's CPU build calls ``torch.cuda.current_stream()`` before its CPU path in backward
+    (``Torch not compiled with CUDA enabled``); with no CUDA the stream handle is unused, so it is
+    replaced by 0 (../shared/docs/STACK.md: checked against dense conv3d, gradients within 5.7e-6).
+    """
+    from mmdet3d.utils import register_all_modules
+
+    register_all_modules(init_default_scope=True)
+    from . import kitti_metric  # noqa: F401  (registers DevkitKittiMetric)
+
+    if not torch.cuda.is_available():
+        try:
+            import spconv.pytorch.cppcore as cppcore
+            import spconv.pytorch.ops as ops
+        except ImportError:
+            return
+        cppcore.get_current_stream = lambda: 0
+        ops.get_current_stream = lambda: 0
