@@ -47,8 +47,23 @@ def output_group(name: str) -> str:
     return table[base]
 
 
+def _clone(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if isinstance(obj, Mapping):
+        return {k: _clone(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_clone(v) for v in obj)
+    return obj
+
+
 def head_outputs(model: nn.Module, inputs: Mapping, data_samples=None) -> dict[str, torch.Tensor]:
-    """Dense pre-NMS head outputs of ``model`` for preprocessed ``inputs`` (``data_preprocessor`` output)."""
+    """Dense pre-NMS head outputs of ``model`` for preprocessed ``inputs`` (``data_preprocessor`` output).
+
+    ``inputs`` are cloned first: mmdet3d's PillarFeatureNet (legacy mode, the default) writes into the
+    voxel tensor it is given, so a second forward on the same batch would see corrupted points.
+    """
+    inputs = _clone(inputs)
     if hasattr(model, "pts_bbox_head") and model.pts_bbox_head is not None:
         metas = [s.metainfo for s in data_samples] if data_samples is not None else None
         _, pts_feats = model.extract_feat(inputs, metas)

@@ -8,8 +8,9 @@ parking, sidewalk or crossing slots inside the camera's field of view, never ove
 Buildings, walls, hedges, trees and poles are then added where they do not overlap any road user.
 
 Geometry is a list of primitives for the ray caster: vertical oriented boxes and vertical cylinders,
-each with an object id (-1 = background), a reflectivity and a porosity (probability that a ray passes
-through it: glass, foliage, fences).
+each with an object id (-1 = background), a reflectivity, a porosity (probability that a ray passes
+through it: glass, foliage, fences) and a gloss (0 diffuse .. 1 specular: returns weaken with incidence
+angle, as on car paint and glass).
 """
 from __future__ import annotations
 
@@ -21,15 +22,15 @@ from .calib import IMAGE_WIDTH, LIDAR_HEIGHT_M, kitti_calib, lidar_to_cam
 from .kitti_stats import CLASSES, DIST_EDGES, FITTED, HEADING_BINS, LATERAL_EDGES
 from .params import SynthParams
 
-# Box columns: cx cy cz hx hy hz yaw obj refl porosity (centre and half sizes, LiDAR frame).
-BOX_COLS = 10
-# Cylinder columns: cx cy z0 z1 radius obj refl porosity.
-CYL_COLS = 8
+# Box columns: cx cy cz hx hy hz yaw obj refl porosity gloss (centre and half sizes, LiDAR frame).
+BOX_COLS = 11
+# Cylinder columns: cx cy z0 z1 radius obj refl porosity gloss.
+CYL_COLS = 9
 
 _VEHICLES = ("Car", "Van", "Truck", "Tram", "Misc")
 _MARGIN = 0.03  # object geometry stays this far inside its labelled box (metres)
 _ROW_PROB = 0.85  # probability that a parked vehicle joins an existing parking row
-_FOV_SLACK = 0.2  # object centres may project this fraction of the image width outside it (truncation)
+_FOV_SLACK = 0.3  # object centres may project this fraction of the image width outside it (truncation)
 _DONTCARE_FAR_M = {"Car": (55.0, 95.0), "Pedestrian": (35.0, 70.0), "Cyclist": (45.0, 80.0)}
 # Calibrated so that the *labelled* objects per frame (after placement failures, objects left without
 # LiDAR points and far objects turning into DontCare) match KITTI's 5.42 / 1.51 per frame.
@@ -100,12 +101,13 @@ class _Geometry:
     def __init__(self) -> None:
         self.boxes: list[tuple] = []
         self.cyls: list[tuple] = []
+        self.gloss = 0.0  # applied to the primitives added next
 
     def box(self, cx, cy, z0, z1, hx, hy, yaw, obj, refl, porosity=0.0) -> None:
-        self.boxes.append((cx, cy, (z0 + z1) / 2, hx, hy, (z1 - z0) / 2, yaw, obj, refl, porosity))
+        self.boxes.append((cx, cy, (z0 + z1) / 2, hx, hy, (z1 - z0) / 2, yaw, obj, refl, porosity, self.gloss))
 
     def cyl(self, cx, cy, z0, z1, r, obj, refl, porosity=0.0) -> None:
-        self.cyls.append((cx, cy, z0, z1, r, obj, refl, porosity))
+        self.cyls.append((cx, cy, z0, z1, r, obj, refl, porosity, self.gloss))
 
     def part_box(self, o: SceneObject, oid: int, x, y, z0, z1, hx, hy, refl, porosity=0.0) -> None:
         """Box given in the object's frame (x along its heading, y left, z up from its bottom centre)."""
@@ -129,7 +131,7 @@ def _sample_layout(rng: np.random.Generator) -> _Layout:
     kind = str(rng.choice(["city", "residential", "road"], p=[0.45, 0.4, 0.15]))
     extra_same = int(rng.choice([0, 1], p=[0.75, 0.25]))
     n_opp = int(rng.choice([0, 1, 2], p=[0.15, 0.6, 0.25]))
-    p_park = 0.15 if kind == "road" else 0.65
+    p_park = 0.15 if kind == "road" else 0.75
     park_right, park_left = bool(rng.random() < p_park), bool(rng.random() < p_park)
     lanes = [(0.0, 1)] + [(-3.5, 1)] * extra_same
     one_way_dir = 1 if rng.random() < 0.5 else -1
@@ -141,7 +143,7 @@ def _sample_layout(rng: np.random.Generator) -> _Layout:
         buildings = (bool(rng.random() < 0.15), bool(rng.random() < 0.15))
         setback = (float(rng.uniform(3, 15)), float(rng.uniform(3, 15)))
     elif kind == "city":
-        sidewalk = (float(rng.uniform(1.5, 4)), float(rng.uniform(1.5, 4)))
+        sidewalk = (float(rng.uniform(1.0, 4)), float(rng.uniform(1.0, 4)))
         buildings = (bool(rng.random() < 0.9), bool(rng.random() < 0.9))
         setback = (float(rng.uniform(0, 1.5)), float(rng.uniform(0, 1.5)))
     else:
@@ -211,7 +213,7 @@ def _lateral(rng: np.random.Generator, cls: str, yaw_rel: float, lay: _Layout, w
             u = yl + swl + rng.uniform(1, 12) if rng.random() < 0.5 else yr - swr - rng.uniform(1, 12)
         return float(u), "free"
     lanes = [u for u, d in lay.lanes if d == direction] or [u for u, _ in lay.lanes]
-    options = [(0.4, None, "free")]
+    options = [(0.3, None, "free")]
     if lay.park_right:
         options.append((0.35 if direction > 0 else 0.15, yr + w / 2 + rng.uniform(0.15, 0.4), "park_right"))
     if lay.park_left:
@@ -273,7 +275,7 @@ def _place_object(rng, cls, lay, ground, rects, rows, calib, dontcare: bool) -> 
 
 def _vehicle_parts(g: _Geometry, o: SceneObject, oid: int, rng: np.random.Generator) -> None:
     l, w, h = o.size - np.array([2 * _MARGIN, 2 * _MARGIN, _MARGIN])
-    paint = float(rng.choice([0.06, 0.12, 0.25, 0.45, 0.7], p=[0.2, 0.25, 0.2, 0.2, 0.15]))
+    paint = float(rng.choice([0.04, 0.08, 0.15, 0.3, 0.6], p=[0.25, 0.25, 0.2, 0.15, 0.15]))
     glass, tyre = 0.05, 0.04
     rw = min(0.4, 0.22 * h, 0.12 * l)
     for sx in (-1, 1):  # wheels
@@ -364,8 +366,8 @@ def _background(rng, lay: _Layout, ground: Ground, rects: list, g: _Geometry, ma
 
     def tree(s, u) -> None:
         top = rng.uniform(4, 12)
-        if place_cyl(s, u, rng.uniform(0.12, 0.3), 0.0, min(3.0, top), float(rng.uniform(0.25, 0.5))):
-            place_cyl(s, u, rng.uniform(1.2, 3.5), rng.uniform(2.2, 3.2), top, float(rng.uniform(0.3, 0.6)),
+        if place_cyl(s, u, rng.uniform(0.12, 0.3), 0.0, min(3.0, top), float(rng.uniform(0.3, 0.5))):
+            place_cyl(s, u, rng.uniform(1.2, 3.5), rng.uniform(2.2, 3.2), top, float(rng.uniform(0.45, 0.75)),
                       float(rng.uniform(0.4, 0.7)))
 
     for side, sign in ((0, -1), (1, 1)):
@@ -384,11 +386,11 @@ def _background(rng, lay: _Layout, ground: Ground, rects: list, g: _Geometry, ma
                 height = rng.uniform(4, 20) if lay.kind == "city" else rng.uniform(4, 10)
                 front = face + lay.setback[side] + rng.uniform(0, 1.0)
                 place_box(s + length / 2, sign * (front + depth / 2), length / 2, depth / 2, 0.0, height,
-                          float(rng.uniform(0.15, 0.6)), float(rng.uniform(0.0, 0.15)))
+                          float(rng.uniform(0.25, 0.7)), float(rng.uniform(0.0, 0.15)))
                 if lay.setback[side] > 2 and rng.random() < 0.6:  # front garden: hedge / fence / wall
                     kind = rng.integers(3)
-                    hh, refl, por = [(rng.uniform(0.8, 2.0), 0.5, 0.3), (rng.uniform(1.0, 1.8), 0.4, 0.5),
-                                     (rng.uniform(0.5, 1.5), 0.3, 0.0)][kind]
+                    hh, refl, por = [(rng.uniform(0.8, 2.0), 0.6, 0.3), (rng.uniform(1.0, 1.8), 0.45, 0.5),
+                                     (rng.uniform(0.5, 1.5), 0.4, 0.0)][kind]
                     place_box(s + length / 2, sign * (face + 0.5), length / 2 - 0.5, 0.3, 0.0, hh, refl, por)
                 s += length + rng.uniform(0.0, 2.0)
         else:  # open side: fields, bushes, scattered trees, a tree line or a wall in the distance
@@ -398,12 +400,12 @@ def _background(rng, lay: _Layout, ground: Ground, rects: list, g: _Geometry, ma
                 if rng.random() < 0.6:
                     tree(s, u)
                 else:
-                    place_cyl(s, u, rng.uniform(0.5, 1.8), 0.0, rng.uniform(0.5, 1.8), 0.5, 0.35)
+                    place_cyl(s, u, rng.uniform(0.5, 1.8), 0.0, rng.uniform(0.5, 1.8), 0.6, 0.35)
             far = face + rng.uniform(12, 45)
             s = s_lo
             while s < s_hi:
-                step = rng.uniform(4, 10)
-                if rng.random() < 0.7:
+                step = rng.uniform(3, 8)
+                if rng.random() < 0.8:
                     tree(s, sign * (far + rng.uniform(-2, 2)))
                 s += step
         s = s_lo + rng.uniform(0, 20)  # street furniture on the sidewalk
@@ -416,14 +418,14 @@ def _background(rng, lay: _Layout, ground: Ground, rects: list, g: _Geometry, ma
             elif lay.kind != "city" or rng.random() < 0.4:
                 tree(s, sign * (edge + rng.uniform(0.8, 1.5)))
             s += rng.uniform(8, 35)
-    if rng.random() < 0.35:  # the street ends at a building or tree line ahead
+    if rng.random() < 0.5:  # the street ends at a building or tree line ahead
         s_obj = max([0.0] + [cr * r[0] + sr * r[1] + r[2] for r in obj_rects])
-        s_far = max(s_obj + 3, rng.uniform(50, 150))
+        s_far = max(s_obj + 3, rng.uniform(40, 130))
         if s_far < max_range:
             width = lay.y_left - lay.y_right + 40
             if rng.random() < 0.6:
                 place_box(s_far + 6, (lay.y_left + lay.y_right) / 2, 6, width / 2, 0.0, rng.uniform(4, 18),
-                          float(rng.uniform(0.15, 0.6)), 0.05)
+                          float(rng.uniform(0.25, 0.7)), 0.05)
             else:
                 for u in np.arange(lay.y_right - 20, lay.y_left + 20, rng.uniform(4, 8)):
                     tree(s_far, u)
@@ -437,7 +439,7 @@ def sample_scene(rng: np.random.Generator, params: SynthParams) -> Scene:
     # The ground of the real KITTI scans rises ~0.8 cm per metre ahead in most frames (sensor pitch;
     # 10th-percentile road height at 4..30 m in ../shared/data/kitti_real_frames), hence the mean gx.
     ground = Ground(z0=-LIDAR_HEIGHT_M, gx=float(np.clip(rng.normal(0.007, 0.012), -0.04, 0.05)),
-                    gy=float(np.clip(rng.normal(0, 0.012), -0.04, 0.04)), refl=float(rng.uniform(0.12, 0.3)),
+                    gy=float(np.clip(rng.normal(0, 0.012), -0.04, 0.04)), refl=float(rng.uniform(0.2, 0.32)),
                     rough_amp=rng.uniform(0.005, 0.02, k), rough_freq=rng.normal(0, 0.5, (k, 2)),
                     rough_phase=rng.uniform(0, 2 * np.pi, k))
     counts = np.asarray(FITTED["objects_per_frame"], dtype=float)
@@ -463,7 +465,9 @@ def sample_scene(rng: np.random.Generator, params: SynthParams) -> Scene:
     g = _Geometry()
     for oid, o in enumerate(objects):
         if o.cls in _VEHICLES:
+            g.gloss = 1.0
             _vehicle_parts(g, o, oid, rng)
+            g.gloss = 0.0
         elif o.cls == "Cyclist":
             _cyclist_parts(g, o, oid, rng)
         else:
