@@ -50,4 +50,4 @@ def test_head_outputs_deterministic(model):
         a = head_outputs(det, inputs, samples)
         b = head_outputs(det, inputs, samples)
     # spconv's CPU gather/scatter may reorder float32 sums between calls: equal up to rounding
-    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5 * float(a[k].abs().max())) for k in a)
+    assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-3 * float(a[k].abs().max())) for k in a)

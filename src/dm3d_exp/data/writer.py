@@ -26,8 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..kitti.format import (KittiObjects, atomic_write_bytes, format_label_lines, velo_to_cam_matrix, write_calib,
-                            write_label_file, write_velodyne)
+from ..kitti.format import KittiObjects, atomic_write_bytes, write_calib, write_label_file, write_velodyne
 from .calib import IMAGE_HEIGHT, IMAGE_WIDTH, cam_to_lidar
 from .frame import generate_frame, points_in_label_box
 from .params import GENERATOR_VERSION, SynthParams
@@ -217,6 +216,3 @@ def generate_dataset(params: SynthParams, root: str | os.PathLike, workers: int 
     atomic_write_bytes(root / "manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
     return manifest
 
-
-__all__ = ["MMDET3D_KITTI_CLASSES", "build_info", "generate_dataset", "infos_file", "kitti_difficulty",
-           "lidar_boxes", "format_label_lines", "velo_to_cam_matrix"]
