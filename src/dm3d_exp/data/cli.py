@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -81,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--workers={args.workers} is invalid, expected an integer >= 1")
         params = SynthParams(num_train=args.num_train, num_val=args.num_val, seed=args.seed)
         root = args.out if args.out is not None else dataset_dir(params)
-        progress: Callable | None
         with _progress_bar(not args.no_progress and sys.stderr.isatty()) as progress:
             root = ensure_dataset(params, root=root, workers=args.workers, progress=progress)
         print(f"dataset: {root}")

@@ -14,6 +14,7 @@ The acceptance bound is a synthetic/real ratio within [1/1.5, 1.5] in every bin 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -65,15 +66,15 @@ def _frame_ids(root: Path, what: str, max_frames: int | None) -> list[str]:
     return ids[:max_frames] if max_frames else ids
 
 
-def density_curves(root: str | Path, what: str = "dataset", max_frames: int | None = None) -> dict:
-    """Mean points per range bin and mean points per object per distance bin over a KITTI-layout root."""
-    root = Path(root)
-    ids = _frame_ids(root, what, max_frames)
+def curves_from_frames(frames: Iterable[tuple[np.ndarray, KittiObjects, dict]]) -> dict:
+    """Mean points per range bin and mean points per object per distance bin over (points, labels, calib)."""
     hists, objs = [], []
-    for pts, labels, calib in _frames(root, ids, what):
+    for pts, labels, calib in frames:
         h, o = frame_density(pts, labels, calib)
         hists.append(h)
         objs += o
+    if not hists:
+        raise InputError("no frames to measure point densities on")
     d = np.array([o[0] for o in objs]).reshape(-1)
     n = np.array([o[1] for o in objs]).reshape(-1)
     per_obj, counts = [], []
@@ -81,19 +82,18 @@ def density_curves(root: str | Path, what: str = "dataset", max_frames: int | No
         m = (d >= lo) & (d < hi)
         per_obj.append(float(n[m].mean()) if m.any() else float("nan"))
         counts.append(int(m.sum()))
-    return {"frames": len(ids), "points_per_range_bin": np.mean(hists, 0).tolist(),
+    return {"frames": len(hists), "points_per_range_bin": np.mean(hists, 0).tolist(),
             "points_per_object": per_obj, "objects_per_bin": counts}
 
 
-def realism_report(synth_root: str | Path, real_root: str | Path, out_dir: str | Path | None = None,
-                   max_frames: int = 100) -> dict:
-    """Compare a synthetic dataset with real KITTI frames; optionally write ``realism.json`` and ``realism.png``.
+def density_curves(root: str | Path, what: str = "dataset", max_frames: int | None = None) -> dict:
+    """``curves_from_frames`` over the frames of a KITTI-layout root (ids from training/calib/*.txt)."""
+    root = Path(root)
+    return curves_from_frames(_frames(root, _frame_ids(root, what, max_frames), what))
 
-    Returns the report dict: both curves per side, the synthetic/real ratios per bin and ``within_bound``
-    (every compared bin's ratio within [1/1.5, 1.5]).
-    """
-    synth = density_curves(synth_root, "synthetic", max_frames)
-    real = density_curves(real_root, "real")
+
+def compare_curves(synth: dict, real: dict) -> dict:
+    """Synthetic/real ratios per bin and whether every compared bin is within [1/MAX_RATIO, MAX_RATIO]."""
     edges = np.array(RANGE_BIN_EDGES)
     sel = (edges[:-1] >= COMPARED_RANGE[0]) & (edges[1:] <= COMPARED_RANGE[1])
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -104,17 +104,28 @@ def realism_report(synth_root: str | Path, real_root: str | Path, out_dir: str |
         return bool(np.all(np.isfinite(r)) and np.all((r >= 1 / MAX_RATIO) & (r <= MAX_RATIO)))
 
     report = {
-        "synthetic_root": str(synth_root), "real_root": str(real_root),
         "crop": "camera-2 image field of view (1242x375, each frame's calibration)",
         "range_bin_edges_m": list(RANGE_BIN_EDGES), "object_bin_edges_m": list(OBJECT_BIN_EDGES),
         "compared_range_m": list(COMPARED_RANGE), "max_ratio": MAX_RATIO,
         "synthetic": synth, "real": real,
-        "range_ratio": [None if not np.isfinite(v) else round(float(v), 3) for v in r_range],
-        "object_ratio": [None if not np.isfinite(v) else round(float(v), 3) for v in r_obj],
+        "range_ratio": [round(float(v), 3) if np.isfinite(v) else None for v in r_range],
+        "object_ratio": [round(float(v), 3) if np.isfinite(v) else None for v in r_obj],
+        "range_within_bound": ok(r_range[sel]), "object_within_bound": ok(r_obj),
     }
-    report["range_within_bound"] = ok(r_range[sel])
-    report["object_within_bound"] = ok(r_obj)
     report["within_bound"] = report["range_within_bound"] and report["object_within_bound"]
+    return report
+
+
+def realism_report(synth_root: str | Path, real_root: str | Path, out_dir: str | Path | None = None,
+                   max_frames: int | None = None) -> dict:
+    """Compare a synthetic dataset with real KITTI frames; optionally write ``realism.json`` and ``realism.png``.
+
+    Uses the first ``max_frames`` synthetic frames (all by default). Returns ``compare_curves``' report
+    plus both roots.
+    """
+    real = density_curves(real_root, "real")
+    synth = density_curves(synth_root, "synthetic", max_frames)
+    report = {"synthetic_root": str(synth_root), "real_root": str(real_root), **compare_curves(synth, real)}
     if out_dir is not None:
         out = Path(out_dir)
         atomic_write_bytes(out / "realism.json", (json.dumps(report, indent=1) + "\n").encode())
