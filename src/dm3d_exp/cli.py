@@ -20,3 +20,24 @@ def kitti_eval_main(argv=None) -> None:
     from .kitti.eval_cli import main
 
     _run(main, argv)
+
+
+def main() -> None:
+    """`dm3d`: the Hydra app (calibrate -> sensitivity -> allocate -> prune -> evaluate)."""
+    from .pipeline.app import main as app_main
+
+    app_main()
+
+
+def report_main(argv=None) -> None:
+    """`dm3d-report`: method x target table and mAP-vs-FLOPs plot from MLflow."""
+    from .report import main
+
+    _run(main, argv)
+
+
+def train_main(argv=None) -> None:
+    """`dm3d-train`: train a reference detector on the synthetic benchmark."""
+    from .training.cli import main
+
+    _run(main, argv)

@@ -12,6 +12,8 @@ voxel_size = [0.2, 0.2, 4]
 grid_xy = [256, 384]  # (x, y) pillars; divisible by 8 (three stride-2 stages)
 backend_args = None
 default_scope = 'mmdet3d'
+# numpy>=1.24 shim for mmdet3d's ObjectSample; KittiFrameIdDataset (see dm3d_exp.training.mmdet3d_modules)
+custom_imports = dict(imports=['dm3d_exp.training.mmdet3d_modules'], allow_failed_imports=False)
 
 model = dict(
     type='VoxelNet',
@@ -142,7 +144,7 @@ val_dataloader = dict(
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type='KittiDataset',
+        type='KittiFrameIdDataset',  # keeps the frame id as sample_idx (DevkitKittiMetric's lookup key)
         data_root=data_root,
         ann_file='kitti_infos_val.pkl',
         data_prefix=dict(pts='training/velodyne_reduced'),

@@ -31,6 +31,7 @@ class LayerSpec:
     cout: int
     cin: int  # per group for grouped convolutions
     groups: int = 1
+    kernel: tuple[int, ...] = ()  # kernel dims (product = taps); () for Linear
 
 
 _VIEWS: list[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], torch.Tensor], Callable[[nn.Module], LayerSpec]]] = []
@@ -111,7 +112,7 @@ class ConvView:
     @staticmethod
     def spec(m):
         w = m.weight
-        return LayerSpec("conv", math.prod(w.shape[2:]), w.shape[0], w.shape[1], m.groups)
+        return LayerSpec("conv", math.prod(w.shape[2:]), w.shape[0], w.shape[1], m.groups, tuple(w.shape[2:]))
 
 
 @register_layer_view(lambda m: isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)))
@@ -124,7 +125,8 @@ class ConvTransposeView:
     @staticmethod
     def spec(m):
         w = m.weight
-        return LayerSpec("conv_transpose", math.prod(w.shape[2:]), w.shape[1], w.shape[0], m.groups)
+        return LayerSpec("conv_transpose", math.prod(w.shape[2:]), w.shape[1], w.shape[0], m.groups,
+                         tuple(w.shape[2:]))
 
 
 def _spconv_module_types() -> tuple[type, ...]:
@@ -171,4 +173,5 @@ class SpconvView:
 
     @staticmethod
     def spec(m):
-        return LayerSpec(spconv_kind(m), math.prod(m.kernel_size), m.out_channels, m.in_channels)
+        return LayerSpec(spconv_kind(m), math.prod(m.kernel_size), m.out_channels, m.in_channels,
+                         kernel=tuple(m.kernel_size))

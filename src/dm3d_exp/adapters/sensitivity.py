@@ -117,11 +117,12 @@ class DistortionMeter:
         self.fg = [_fg_weights(d, spec.foreground_weighting) for d in self.dense]
 
     @torch.no_grad()
-    def __call__(self) -> float:
-        """Mean over frames of D(dense, current model)."""
+    def __call__(self, model: nn.Module | None = None) -> float:
+        """Mean over frames of D(dense, ``model``) (default: the current state of the meter's model)."""
+        model = self.model if model is None else model
         total = 0.0
         for (inputs, samples), dense, fg in zip(self.batches, self.dense, self.fg):
-            out = head_outputs(self.model, inputs, samples)
+            out = head_outputs(model, inputs, samples)
             total += float(detection_distortion(dense, out, self.groups, self.lambdas, fg))
         return total / len(self.batches)
 

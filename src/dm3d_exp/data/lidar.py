@@ -25,7 +25,9 @@ LOWER_TOP_DEG, LOWER_STEP_DEG = -8.12, 0.498
 # Return probability 1 - exp(-refl * f * (REF_RANGE / r)^2 / SIGNAL_SCALE), f = 1 - gloss + gloss cos(incidence):
 # dark, distant or glossy surfaces seen at grazing angles drop out. Calibrated against points per object vs distance of the real KITTI frames (realism report).
 REF_RANGE_M = 50.0
-SIGNAL_SCALE = 0.25
+SIGNAL_SCALE = 0.2
+RANGE_EXPONENT = 4.0
+GLOSS_EXPONENT = 3.0
 # KITTI reflectance is not range-compensated: road returns read ~0.27 up to ~20 m and fall about as
 # (20 m / r)^2 beyond (0.15 at 30 m, 0.05 at 40 m in ../shared/data/kitti_real_frames).
 INTENSITY_RANGE_M = 20.0
@@ -219,8 +221,8 @@ def scan(scene: Scene, params: SynthParams, rng: np.random.Generator) -> Scan:
     has = np.isfinite(best) & (best <= params.max_range_m)
     refl = np.where(hit_prim >= 0, attrs[np.maximum(hit_prim, 0), 1], gr.refl)
     gloss = np.where(hit_prim >= 0, attrs[np.maximum(hit_prim, 0), 3], 0.0)
-    refl = refl * (1.0 - gloss + gloss * np.clip(hit_cos, 0, 1))
-    signal = refl * (REF_RANGE_M / np.maximum(best, 1.0)) ** 2 / SIGNAL_SCALE
+    refl = refl * (1.0 - gloss + gloss * np.clip(hit_cos, 0, 1) ** GLOSS_EXPONENT)
+    signal = refl * (REF_RANGE_M / np.maximum(best, 1.0)) ** RANGE_EXPONENT / SIGNAL_SCALE
     p_keep = (1.0 - params.dropout) * (1.0 - np.exp(-signal))
     keep = has & (rng.random(nrays) < p_keep)
     idx = np.nonzero(keep)[0]

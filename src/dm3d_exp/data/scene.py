@@ -1,7 +1,7 @@
 """Procedural street scenes: road layout, labelled road users and background clutter.
 
-A scene is built in a road frame (s along the road, u to the left, metres; the sensor at s = u = 0 in
-its lane) and rotated by a small road yaw into the LiDAR frame (x forward, y left, z up, origin at the
+A scene is built in a road frame (s along the gently bending road, u to the left of its centre line,
+metres; the sensor at s = u = 0 in its lane) and rotated by a small road yaw into the LiDAR frame (x forward, y left, z up, origin at the
 sensor, ground about 1.73 m below). Road users are sampled from the KITTI-fitted statistics in
 ``kitti_stats.FITTED`` (objects per frame, class mix, sizes, distances, headings) and placed in lane,
 parking, sidewalk or crossing slots inside the camera's field of view, never overlapping each other.
@@ -85,6 +85,7 @@ class Scene:
 class _Layout:
     kind: str
     road_yaw: float
+    curvature: float  # 1/m, the road bends left (> 0) or right as it goes
     y_right: float  # road edge (kerb), u < 0
     y_left: float  # road edge, u > 0
     lanes: list[tuple[float, int]]  # (lane centre u, direction +1 along s / -1)
@@ -128,17 +129,22 @@ def _hist_sample(rng: np.random.Generator, counts, edges: np.ndarray) -> float:
 
 
 def _sample_layout(rng: np.random.Generator) -> _Layout:
-    kind = str(rng.choice(["city", "residential", "road"], p=[0.45, 0.4, 0.15]))
-    extra_same = int(rng.choice([0, 1], p=[0.75, 0.25]))
+    kind = str(rng.choice(["city", "narrow", "residential", "road"], p=[0.3, 0.15, 0.4, 0.15]))
+    extra_same = int(rng.choice([0, 1], p=[0.75, 0.25])) if kind != "narrow" else 0
     n_opp = int(rng.choice([0, 1, 2], p=[0.15, 0.6, 0.25]))
-    p_park = 0.15 if kind == "road" else 0.75
+    left_lanes = max(n_opp, 1) if kind != "narrow" else int(rng.random() < 0.5)
+    p_park = {"road": 0.15, "narrow": 0.5}.get(kind, 0.75)
     park_right, park_left = bool(rng.random() < p_park), bool(rng.random() < p_park)
     lanes = [(0.0, 1)] + [(-3.5, 1)] * extra_same
     one_way_dir = 1 if rng.random() < 0.5 else -1
-    lanes += [(3.5 * (k + 1), -1 if n_opp else one_way_dir) for k in range(max(n_opp, 1))]
+    lanes += [(3.5 * (k + 1), -1 if n_opp else one_way_dir) for k in range(left_lanes)]
     y_right = -1.75 - 3.5 * extra_same - (2.3 if park_right else 0.4)
-    y_left = 1.75 + 3.5 * max(n_opp, 1) + (2.3 if park_left else 0.4)
-    if kind == "road":
+    y_left = 1.75 + 3.5 * left_lanes + (2.3 if park_left else 0.4)
+    if kind == "narrow":  # old-town street: walls right behind narrow sidewalks
+        sidewalk = (float(rng.uniform(0.8, 2.0)), float(rng.uniform(0.8, 2.0)))
+        buildings = (bool(rng.random() < 0.95), bool(rng.random() < 0.95))
+        setback = (0.0, 0.0)
+    elif kind == "road":
         sidewalk = (float(rng.uniform(0.5, 1.5)), float(rng.uniform(0.5, 1.5)))
         buildings = (bool(rng.random() < 0.15), bool(rng.random() < 0.15))
         setback = (float(rng.uniform(3, 15)), float(rng.uniform(3, 15)))
@@ -150,8 +156,17 @@ def _sample_layout(rng: np.random.Generator) -> _Layout:
         sidewalk = (float(rng.uniform(1.5, 3)), float(rng.uniform(1.5, 3)))
         buildings = (bool(rng.random() < 0.75), bool(rng.random() < 0.75))
         setback = (float(rng.uniform(2, 9)), float(rng.uniform(2, 9)))
-    return _Layout(kind, float(rng.normal(0, 0.04)), y_right, y_left, lanes, park_right, park_left, sidewalk,
+    return _Layout(kind, float(rng.normal(0, 0.04)), float(rng.normal(0, 0.004)), y_right, y_left, lanes, park_right, park_left, sidewalk,
                    buildings, setback)
+
+
+def _to_world(lay: _Layout, s: float, u: float) -> tuple[float, float, float]:
+    """LiDAR (x, y) of road coordinates (s along the centre line, u to its left) and the road heading there."""
+    phi = lay.curvature * s  # heading of the (slowly bending) centre line, relative to its start
+    cx, cy = s, 0.5 * lay.curvature * s * s
+    rx, ry = cx - u * np.sin(phi), cy + u * np.cos(phi)
+    c, sn = np.cos(lay.road_yaw), np.sin(lay.road_yaw)
+    return float(c * rx - sn * ry), float(sn * rx + c * ry), float(lay.road_yaw + phi)
 
 
 def _rect_overlap(a: np.ndarray, rects: np.ndarray) -> np.ndarray:
@@ -242,7 +257,6 @@ def _place_object(rng, cls, lay, ground, rects, rows, calib, dontcare: bool) -> 
     st = FITTED["classes"][cls]
     edges = np.array(DIST_EDGES)
     lat_edges = np.array(LATERAL_EDGES)
-    cr, sr = np.cos(lay.road_yaw), np.sin(lay.road_yaw)
     for _ in range(15):
         ry = _hist_sample(rng, st["heading_hist"], np.linspace(-np.pi, np.pi, HEADING_BINS + 1))
         yaw_rel = -ry - np.pi / 2  # KITTI camera rotation_y -> LiDAR yaw (mmdet3d convention)
@@ -257,11 +271,11 @@ def _place_object(rng, cls, lay, ground, rects, rows, calib, dontcare: bool) -> 
             row = int(np.clip(np.searchsorted(lat_edges, -u, side="right") - 1, 0, len(lat_edges) - 2))
             depth_counts = st["lateral_depth_hist"][row]
             s = _hist_sample(rng, depth_counts if sum(depth_counts) else st["dist_hist"], edges) + 0.27
-        x, y = cr * s - sr * u, sr * s + cr * u
+        x, y, road_heading = _to_world(lay, s, u)
         center = np.array([x, y, float(ground.height(x, y))])
         if not _in_camera_fov(center, h, calib):
             continue
-        yaw = float(np.arctan2(np.sin(yaw_rel + lay.road_yaw), np.cos(yaw_rel + lay.road_yaw)))
+        yaw = float(np.arctan2(np.sin(yaw_rel + road_heading), np.cos(yaw_rel + road_heading)))
         pad = 0.25 if cls in _VEHICLES else 0.1
         rect = np.array([x, y, l / 2 + pad, w / 2 + pad, yaw])
         if _rect_overlap(rect, np.array(rects).reshape(-1, 5)).any():
@@ -343,13 +357,12 @@ def _cyclist_parts(g: _Geometry, o: SceneObject, oid: int, rng: np.random.Genera
 def _background(rng, lay: _Layout, ground: Ground, rects: list, g: _Geometry, max_range: float,
                 behind: bool) -> None:
     """Buildings, walls, hedges, trees and poles that do not overlap road users (``rects``)."""
-    cr, sr = np.cos(lay.road_yaw), np.sin(lay.road_yaw)
     obj_rects = np.array(rects).reshape(-1, 5)
     s_lo, s_hi = (-max_range if behind else -8.0), max_range
 
     def place_box(s, u, hs, hu, z0, z1, refl, porosity=0.0, yaw_rel=0.0) -> bool:
-        x, y = cr * s - sr * u, sr * s + cr * u
-        yaw = lay.road_yaw + yaw_rel
+        x, y, road_heading = _to_world(lay, s, u)
+        yaw = road_heading + yaw_rel
         if _rect_overlap(np.array([x, y, hs + 0.2, hu + 0.2, yaw]), obj_rects).any():
             return False
         zg = float(ground.height(x, y))
@@ -357,7 +370,7 @@ def _background(rng, lay: _Layout, ground: Ground, rects: list, g: _Geometry, ma
         return True
 
     def place_cyl(s, u, r, z0, z1, refl, porosity=0.0) -> bool:
-        x, y = cr * s - sr * u, sr * s + cr * u
+        x, y, _ = _to_world(lay, s, u)
         if _rect_overlap(np.array([x, y, r + 0.2, r + 0.2, 0.0]), obj_rects).any():
             return False
         zg = float(ground.height(x, y))
@@ -383,21 +396,21 @@ def _background(rng, lay: _Layout, ground: Ground, rects: list, g: _Geometry, ma
                     continue
                 length = rng.uniform(8, 35)
                 depth = rng.uniform(8, 18)
-                height = rng.uniform(4, 20) if lay.kind == "city" else rng.uniform(4, 10)
+                height = rng.uniform(4, 10) if lay.kind == "residential" else rng.uniform(4, 20)
                 front = face + lay.setback[side] + rng.uniform(0, 1.0)
                 place_box(s + length / 2, sign * (front + depth / 2), length / 2, depth / 2, 0.0, height,
                           float(rng.uniform(0.25, 0.7)), float(rng.uniform(0.0, 0.15)))
-                if lay.setback[side] > 2 and rng.random() < 0.6:  # front garden: hedge / fence / wall
+                if lay.setback[side] > 2 and rng.random() < 0.85:  # front garden: hedge / fence / wall
                     kind = rng.integers(3)
                     hh, refl, por = [(rng.uniform(0.8, 2.0), 0.6, 0.3), (rng.uniform(1.0, 1.8), 0.45, 0.5),
                                      (rng.uniform(0.5, 1.5), 0.4, 0.0)][kind]
                     place_box(s + length / 2, sign * (face + 0.5), length / 2 - 0.5, 0.3, 0.0, hh, refl, por)
                 s += length + rng.uniform(0.0, 2.0)
         else:  # open side: fields, bushes, scattered trees, a tree line or a wall in the distance
-            for _ in range(int(rng.integers(4, 14))):
+            for _ in range(int(rng.integers(8, 24))):
                 s = rng.uniform(s_lo, s_hi)
                 u = sign * (face + rng.uniform(0.5, 30))
-                if rng.random() < 0.6:
+                if rng.random() < 0.5:
                     tree(s, u)
                 else:
                     place_cyl(s, u, rng.uniform(0.5, 1.8), 0.0, rng.uniform(0.5, 1.8), 0.6, 0.35)
@@ -407,6 +420,9 @@ def _background(rng, lay: _Layout, ground: Ground, rects: list, g: _Geometry, ma
                 step = rng.uniform(3, 8)
                 if rng.random() < 0.8:
                     tree(s, sign * (far + rng.uniform(-2, 2)))
+                if rng.random() < 0.5:  # undergrowth
+                    place_cyl(s + step / 2, sign * (far + rng.uniform(-3, 1)), rng.uniform(0.8, 2.0), 0.0,
+                              rng.uniform(0.6, 2.0), 0.6, 0.35)
                 s += step
         s = s_lo + rng.uniform(0, 20)  # street furniture on the sidewalk
         while s < s_hi:
@@ -418,8 +434,14 @@ def _background(rng, lay: _Layout, ground: Ground, rects: list, g: _Geometry, ma
             elif lay.kind != "city" or rng.random() < 0.4:
                 tree(s, sign * (edge + rng.uniform(0.8, 1.5)))
             s += rng.uniform(8, 35)
-    if rng.random() < 0.5:  # the street ends at a building or tree line ahead
-        s_obj = max([0.0] + [cr * r[0] + sr * r[1] + r[2] for r in obj_rects])
+    for side, sign in ((0, -1), (1, 1)):  # facades of a cross street or a bend, facing the sensor
+        if rng.random() < 0.6:
+            edge = (-lay.y_right if side == 0 else lay.y_left) + lay.sidewalk[side] + rng.uniform(0, 3)
+            depth, width = rng.uniform(8, 15), rng.uniform(15, 40)
+            place_box(rng.uniform(35, 75) + depth / 2, sign * (edge + width / 2), depth / 2, width / 2, 0.0,
+                      rng.uniform(5, 18), float(rng.uniform(0.25, 0.7)), 0.1)
+    if rng.random() < 0.4:  # the street ends at a building or tree line ahead
+        s_obj = max([0.0] + [float(np.hypot(r[0], r[1])) + r[2] for r in obj_rects])
         s_far = max(s_obj + 3, rng.uniform(40, 130))
         if s_far < max_range:
             width = lay.y_left - lay.y_right + 40

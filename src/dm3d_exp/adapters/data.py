@@ -1,0 +1,87 @@
+"""mmdet3d datasets, preprocessed batches and metric evaluation for a detector config + data root."""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from .runtime import setup_mmdet3d
+
+INFO_FILES = {"kitti": "kitti_infos_{split}.pkl", "nuscenes": "nuscenes_infos_{split}.pkl",
+              "once": "once_infos_{split}.pkl"}
+
+
+def info_path(data_root: str | os.PathLike, fmt: str, split: str) -> str:
+    """Path of the mmdet3d info file of ``split`` under ``data_root`` (checked to exist)."""
+    path = os.path.join(str(data_root), INFO_FILES[fmt].format(split=split))
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: info file missing, expected mmdet3d {fmt} infos for split {split!r} "
+                         f"under dataset root {data_root}")
+    return path
+
+
+def build_dataset(cfg, data_root: str | os.PathLike, fmt: str, split: str):
+    """The config's test dataset (test pipeline, no augmentation) re-rooted at ``data_root`` for ``split``."""
+    setup_mmdet3d()
+    from mmdet3d.registry import DATASETS
+
+    ds_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
+    ds_cfg.data_root = str(data_root)
+    ds_cfg.ann_file = info_path(data_root, fmt, split)
+    ds_cfg.test_mode = True
+    return DATASETS.build(ds_cfg)
+
+
+def batches(model: nn.Module, dataset, indices: Sequence[int], batch_size: int = 1) -> Iterator[tuple]:
+    """Preprocessed ``(inputs, data_samples)`` for the given dataset indices, in order."""
+    from mmengine.dataset import pseudo_collate
+
+    for start in range(0, len(indices), batch_size):
+        items = [dataset[int(i)] for i in indices[start:start + batch_size]]
+        data = model.data_preprocessor(pseudo_collate(items), training=False)
+        yield data["inputs"], data["data_samples"]
+
+
+def build_metric(cfg, data_root, fmt: str, split: str, classes: Sequence[str]):
+    """KITTI format: the devkit-exact metric; otherwise the config's own test evaluator re-rooted."""
+    setup_mmdet3d()
+    from mmdet3d.registry import METRICS
+
+    if fmt == "kitti":
+        mcfg = dict(type="DevkitKittiMetric", ann_file=info_path(data_root, fmt, split), metric="bbox",
+                    classes=[c for c in ("Car", "Pedestrian", "Cyclist") if c in classes])
+    else:
+        mcfg = copy.deepcopy(cfg.test_evaluator)
+        mcfg["ann_file"] = info_path(data_root, fmt, split)
+        mcfg["data_root"] = str(data_root)
+    return METRICS.build(mcfg)
+
+
+def headline_map(metrics: dict) -> float:
+    """The dataset's headline mAP from a metric dict (key ``mAP`` or ending in ``/mAP``)."""
+    for k, v in metrics.items():
+        if k == "mAP" or k.endswith("/mAP"):
+            return float(v)
+    raise KeyError(f"no mAP in metric keys {sorted(metrics)[:8]}...")
+
+
+@torch.no_grad()
+def evaluate_detector(model: nn.Module, dataset, indices: Sequence[int], metric, batch_size: int = 1,
+                      progress: Callable[[int], None] | None = None) -> dict[str, float]:
+    """Run ``model.test_step`` on the frames and score them with ``metric`` (mmengine BaseMetric)."""
+    from mmengine.dataset import pseudo_collate
+
+    model.eval()
+    metric.dataset_meta = dataset.metainfo
+    for start in range(0, len(indices), batch_size):
+        items = [dataset[int(i)] for i in indices[start:start + batch_size]]
+        batch = pseudo_collate(items)
+        outputs = model.test_step(batch)
+        metric.process(batch, [o.to_dict() for o in outputs])
+        if progress:
+            progress(len(items))
+    return metric.evaluate(len(indices))

@@ -1,0 +1,1 @@
+"""Orchestration: config schema, content-addressed stage cache, MLflow tracking, Hydra callbacks."""

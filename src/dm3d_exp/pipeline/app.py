@@ -1,0 +1,113 @@
+"""The `dm3d` Hydra application: validate, run the stages, write summary.json, log to MLflow, print."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import InputError
+from ..stages import allocate, sensitivity
+from ..stages.context import REPO_ROOT
+from .run import run_stages, write_summary
+from .schema import RunConf, validate
+from .tracking import JobTracker, flatten, tracking_uri
+
+CONF_DIR = REPO_ROOT / "conf"
+
+
+def _hydra_runtime() -> tuple[Path, str, str | None]:
+    """(output dir, run name from overrides, parent run id when inside a multirun)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from .callbacks import parent_run_id_for_job
+
+    hc = HydraConfig.get()
+    name = hc.job.override_dirname or "defaults"
+    parent = parent_run_id_for_job(hc.sweep.dir) if hc.mode.name == "MULTIRUN" else None
+    return Path(hc.runtime.output_dir), name, parent
+
+
+def _plots(out: Path, entries: dict) -> list[Path]:
+    from .. import plots
+
+    made = []
+    if "sensitivity" in entries:
+        curves, _ = sensitivity.load(entries["sensitivity"])
+        made.append(plots.sensitivity_plot(curves, out / "sensitivity_curves.png"))
+        np.savez(out / "sensitivity_curves.npz", **curves)
+        made.append(out / "sensitivity_curves.npz")
+    if "allocate" in entries:
+        plan = allocate.load(entries["allocate"])
+        made.append(plots.sparsity_bars({n: v["sparsity"] for n, v in plan["layers"].items()},
+                                        out / "layer_sparsity.png"))
+        made.append(entries["allocate"].path / "allocation.json")
+    return [Path(p) for p in made]
+
+
+def print_table(conf: RunConf, summary: dict, out: Path, uri: str | None) -> None:
+    """Short human summary: dense vs pruned mAP and per-class AP, MACs, reduction, sparsity, times."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=False)
+    t = Table(title=f"{conf.detector.name} on {conf.dataset.name}: {conf.pruning.method} @ "
+                    f"{conf.pruning.flops_target:g} of dense FLOPs")
+    t.add_column("metric")
+    t.add_column("dense", justify="right")
+    t.add_column("pruned", justify="right")
+    keys = ["mAP"] + [f"{c}/3d/moderate/R40" for c in ("Car", "Pedestrian", "Cyclist")]
+    for k in keys:
+        d, p = summary.get(f"dense/eval/{k}"), summary.get(f"pruned/eval/{k}")
+        if d is not None or p is not None:
+            t.add_row(k, f"{d:.2f}" if d is not None else "-", f"{p:.2f}" if p is not None else "-")
+    if "pruned/cost/macs_dense" in summary:
+        t.add_row("GMACs", f"{summary['pruned/cost/macs_dense'] / 1e9:.3f}", f"{summary['pruned/cost/macs_pruned'] / 1e9:.3f}")
+        t.add_row("FLOPs reduction", "1.00x", f"{summary['pruned/cost/flops_reduction']:.2f}x")
+        t.add_row("sparsity (prunable)", "0.000", f"{summary['pruned/cost/sparsity']:.3f}")
+    for k in ("distortion/predicted", "distortion/measured"):
+        if k in summary:
+            t.add_row(k, "", f"{summary[k]:.4g}")
+    console.print(t)
+    times = ", ".join(f"{k[5:-2]} {v:.1f}s{' (cached)' if summary.get('cache/' + k[5:-2] + '_hit') else ''}"
+                      for k, v in summary.items() if k.startswith("time/"))
+    console.print(f"stages: {times}")
+    console.print(f"summary: {out / 'summary.json'}")
+    if uri:
+        console.print(f"MLflow: {uri}  (open the UI: make ui, or mlflow ui --backend-store-uri {uri})")
+
+
+def task(cfg: DictConfig) -> dict:
+    """Hydra task function for one job."""
+    try:
+        conf = validate(cfg)
+        out, run_name, parent = _hydra_runtime()
+        uri = tracking_uri(asdict(conf.tracking), os.getcwd())
+        summary, entries, _ = run_stages(conf)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    write_summary(out / "summary.json", summary, conf, entries)
+    (out / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(conf)))
+    artifacts = _plots(out, entries) if summary else []
+    with JobTracker(uri, conf.study, run_name, parent_run_id=parent,
+                    tags={"dm3d.method": conf.pruning.method, "dm3d.stage": conf.stage}) as tracker:
+        tracker.log_params(flatten(asdict(conf)))
+        tracker.log_metrics({k: v for k, v in summary.items() if np.isfinite(v)})
+        tracker.set_tags({f"dm3d.artifact.{k}": str(e.path) for k, e in entries.items()})
+        for path in [out / "summary.json", out / "config_resolved.yaml", *artifacts]:
+            tracker.log_artifact(path)
+    if summary:
+        print_table(conf, summary, out, uri)
+    return summary
+
+
+def main() -> None:
+    """Entry point of `dm3d` (Hydra CLI: overrides, --multirun, --cfg job, ...)."""
+    import hydra
+
+    os.environ.setdefault("DM3D_REPO", str(REPO_ROOT))
+    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(task)()

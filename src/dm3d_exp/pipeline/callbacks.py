@@ -1,0 +1,115 @@
+"""Hydra callback: one MLflow parent run per multirun, with a summary (table + Pareto plot) at the end.
+
+Configured under ``hydra.callbacks`` (conf/config.yaml)::
+
+    mlflow:
+      _target_: dm3d_exp.pipeline.callbacks.MlflowSweepCallback
+      backend: ${tracking.backend}
+      uri: ${tracking.uri}
+      db_path: ${tracking.db_path}
+      experiment: ${study}
+
+The launching process creates/migrates the store and the parent run before any job starts and writes the
+parent's id to ``<hydra.sweep.dir>/mlflow_parent_run_id.txt``; jobs (possibly other processes or
+machines) read it with :func:`parent_run_id_for_job`. Hydra turns exceptions raised in callbacks into
+warnings, so a tracking failure here never stops the sweep (the jobs then log top-level runs).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import InputError
+from .tracking import ROLE_TAG, ensure_store, start_run, tracking_uri
+
+PARENT_ID_FILE = "mlflow_parent_run_id.txt"
+_MAX_RUN_NAME = 250
+log = logging.getLogger(__name__)
+
+
+def parent_run_id_for_job(sweep_dir) -> Optional[str]:
+    """The parent run id written by :class:`MlflowSweepCallback` in ``sweep_dir``, or ``None`` (no sweep
+    callback ran, tracking is off, or this is a single run)."""
+    try:
+        text = (Path(sweep_dir) / PARENT_ID_FILE).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return text or None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class MlflowSweepCallback(Callback):
+    """Parent MLflow run for a Hydra multirun (see the module docstring).
+
+    Args mirror the ``tracking`` config group: ``backend`` (sqlite | server | off), ``uri`` (server),
+    ``db_path`` (sqlite, relative to ``root_dir``, default: the launch directory), ``experiment``.
+    """
+
+    def __init__(self, backend: str = "sqlite", uri: Optional[str] = None, db_path: Optional[str] = None,
+                 experiment: str = "Default", root_dir: Optional[str] = None):
+        self.tracking = {"backend": backend, "uri": uri, "db_path": db_path}
+        self.experiment = experiment
+        self.root_dir = root_dir
+
+    def _uri(self) -> Optional[str]:
+        return tracking_uri(self.tracking, self.root_dir or os.getcwd())
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Create/migrate the store, start the parent run, publish its id in the sweep directory."""
+        uri = self._uri()
+        if uri is None:
+            return
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        overrides = [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
+        name = " ".join(overrides) or sweep_dir.name
+        ensure_store(uri)
+        run_id = start_run(uri, self.experiment, name[:_MAX_RUN_NAME], {
+            ROLE_TAG: "sweep", "dm3d.sweep_dir": str(sweep_dir), "dm3d.overrides": " ".join(overrides)})
+        _write_atomic(sweep_dir / PARENT_ID_FILE, run_id + "\n")
+        log.info("MLflow parent run %s (experiment %r, %s)", run_id, self.experiment, uri)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Summarise the children on the parent (report.md/csv + pareto.png under ``report/``), end it."""
+        uri = self._uri()
+        if uri is None:
+            return
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        run_id = parent_run_id_for_job(sweep_dir)
+        if run_id is None:
+            log.warning("no %s in %s: no MLflow parent run to summarise", PARENT_ID_FILE, sweep_dir)
+            return
+        from mlflow.tracking import MlflowClient
+
+        from .. import report
+
+        client = MlflowClient(uri)
+        try:
+            try:
+                frame = report.runs_frame(uri, parent=run_id)
+            except InputError as e:  # no job logged a run
+                log.warning("MLflow sweep summary skipped: %s", e)
+                client.set_tag(run_id, "dm3d.summary", str(e))
+                return
+            out = sweep_dir / "report"
+            report.write_report(frame, out, source=f"parent run {run_id} ({uri})")
+            client.log_artifacts(run_id, str(out), "report")
+            client.log_metric(run_id, "sweep/jobs", float(len(frame)))
+        finally:
+            client.set_terminated(run_id, "FINISHED")

@@ -1,0 +1,102 @@
+"""One job: run the stages up to ``conf.stage`` through the cache, then summarise, track and print.
+
+summary.json / MLflow metrics (ARCHITECTURE.md): ``dense/eval/*`` and ``pruned/eval/*`` (mAP and the
+per-class AP keys), ``pruned/cost/*`` (flops_ratio, flops_reduction, macs_dense, macs_pruned,
+params_nonzero, sparsity), ``cost/flops_target``, ``distortion/predicted``, ``distortion/measured``,
+``time/<stage>_s`` (wall time spent in this job) and ``cache/<stage>_hit``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from ..kitti.format import atomic_write_bytes
+from ..stages import allocate, calibrate, evaluate, prune, sensitivity
+from ..stages.context import RunContext
+from .cache import CacheEntry
+from .schema import RunConf
+
+ORDER = ("calibrate", "sensitivity", "allocate", "prune", "evaluate")
+
+
+class _Timeline:
+    """Wall time and cache hit per stage of this job."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.hits: dict[str, bool] = {}
+
+    def run(self, stage: str, fn, *args) -> CacheEntry:
+        start = time.perf_counter()
+        entry = fn(*args)
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+        self.hits[stage] = self.hits.get(stage, True) and entry.hit
+        return entry
+
+
+def _wanted(conf: RunConf, stage: str) -> bool:
+    return conf.stage == "all" or ORDER.index(stage) <= ORDER.index(conf.stage)
+
+
+def run_stages(conf: RunConf) -> tuple[dict, dict[str, CacheEntry], _Timeline]:
+    """Execute the stages the config asks for; returns (summary metrics, cache entries, timeline)."""
+    ctx = RunContext(conf)
+    tl = _Timeline()
+    entries: dict[str, CacheEntry] = {}
+    entries["calibrate"] = calib = tl.run("calibrate", calibrate.run, ctx)
+    sens = None
+    if _wanted(conf, "sensitivity") and conf.pruning.method in allocate.CURVE_METHODS:
+        entries["sensitivity"] = sens = tl.run("sensitivity", sensitivity.run, ctx, calib)
+    if not _wanted(conf, "allocate"):
+        return {}, entries, tl
+    entries["allocate"] = alloc = tl.run("allocate", allocate.run, ctx, calib, sens)
+    if not _wanted(conf, "prune"):
+        return _summary(conf, allocate.load(alloc), None, None, None, tl), entries, tl
+    entries["prune"] = pruned = tl.run("prune", prune.run, ctx, alloc, sens)
+    if not _wanted(conf, "evaluate"):
+        return _summary(conf, allocate.load(alloc), pruned, None, None, tl), entries, tl
+    entries["evaluate_dense"] = dense_eval = tl.run("evaluate", evaluate.run, ctx, ctx.checkpoint, calib, "dense")
+    ckpt = str(pruned.path / "pruned.pth") if conf.pruning.method != "dense" else ctx.checkpoint
+    entries["evaluate"] = pruned_eval = tl.run("evaluate", evaluate.run, ctx, ckpt, calib, "pruned")
+    return (_summary(conf, allocate.load(alloc), pruned, evaluate.load(dense_eval), evaluate.load(pruned_eval), tl),
+            entries, tl)
+
+
+def _summary(conf: RunConf, plan: dict, pruned: CacheEntry | None, dense_eval: dict | None,
+             pruned_eval: dict | None, tl: _Timeline) -> dict:
+    out: dict[str, float] = {"cost/flops_target": conf.pruning.flops_target}
+    macs = plan["macs"]
+    ratio = pruned_eval["cost"]["flops_ratio"] if pruned_eval else plan["flops_ratio"]
+    out.update({
+        "pruned/cost/flops_ratio": ratio,
+        "pruned/cost/flops_reduction": 1.0 / ratio if ratio > 0 else float("inf"),
+        "pruned/cost/macs_dense": pruned_eval["cost"]["macs_dense"] if pruned_eval else macs["macs_dense_whole"],
+        "pruned/cost/macs_pruned": pruned_eval["cost"]["macs_pruned"] if pruned_eval else macs["macs_pruned_whole"],
+        "pruned/cost/flops_ratio_prunable": plan["flops_ratio_prunable"],
+        "pruned/cost/sparsity": plan["sparsity"],
+        "allocation/flops_ratio": plan["flops_ratio"],
+    })
+    if plan.get("predicted_distortion") is not None:
+        out["distortion/predicted"] = plan["predicted_distortion"]
+    if pruned is not None:
+        meta = pruned.meta()
+        out["pruned/cost/params_nonzero"] = meta["params_nonzero"]
+        out["pruned/cost/params_total"] = meta["params_total"]
+    for prefix, ev in (("dense", dense_eval), ("pruned", pruned_eval)):
+        if ev:
+            out.update({f"{prefix}/eval/{k}": v for k, v in ev["eval"].items()})
+    if pruned_eval and "distortion_measured" in pruned_eval:
+        out["distortion/measured"] = pruned_eval["distortion_measured"]
+    out.update({f"time/{s}_s": v for s, v in tl.seconds.items()})
+    out.update({f"cache/{s}_hit": float(v) for s, v in tl.hits.items()})
+    return out
+
+
+def write_summary(path: Path, summary: dict, conf: RunConf, entries: dict[str, CacheEntry]) -> None:
+    """summary.json: the metrics plus the config and the cache entries (key, path) of this job."""
+    doc = dict(summary)
+    doc["config"] = asdict(conf)
+    doc["artifacts"] = {name: {"key": e.key, "path": str(e.path)} for name, e in entries.items()}
+    atomic_write_bytes(path, json.dumps(doc, indent=1, default=str).encode())

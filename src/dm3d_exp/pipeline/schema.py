@@ -1,0 +1,182 @@
+"""Structured configs: types and ranges checked when a composed config is converted to objects.
+
+Hydra composes YAML from ``conf/``; :func:`validate` turns the result into these dataclasses
+(``OmegaConf.to_object`` runs ``__post_init__``), so a bad value fails with one line that names the key,
+the value and what is expected, before any stage runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ..errors import InputError
+
+METHODS = ("dm3d", "rd_measured", "uniform", "uniform_plus", "global_magnitude", "lamp", "erk", "dense")
+STAGES = ("all", "calibrate", "sensitivity", "allocate", "prune", "evaluate")
+
+
+def _choice(key: str, value, choices) -> None:
+    if value not in choices:
+        raise InputError(f"{key}={value!r} is not valid, expected one of: {', '.join(map(str, choices))}")
+
+
+def _range(key: str, value, lo, hi, lo_open=False, hi_open=False) -> None:
+    ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
+        raise InputError(f"{key}={value!r} is out of range, expected a value in {lb}{lo}, {hi}{rb}")
+
+
+@dataclass
+class DatasetConf:
+    name: str = "synthetic_kitti"
+    format: str = "kitti"
+    root: Optional[str] = None
+    classes: list = field(default_factory=lambda: ["Car", "Pedestrian", "Cyclist"])
+    synth: Optional[dict] = field(default_factory=dict)
+
+    def __post_init__(self):
+        _choice("dataset.format", self.format, ("kitti", "nuscenes", "once"))
+        if self.root is None and self.synth is None:
+            raise InputError(f"dataset.root is required for dataset {self.name!r} (e.g. dataset.root=/data/{self.name})")
+
+
+@dataclass
+class DetectorConf:
+    name: str = "pointpillars_synth"
+    mmdet3d_config: str = "conf/detector/mmdet3d/pointpillars_synth.py"
+    checkpoint: Optional[str] = None
+    classes: list = field(default_factory=list)
+    point_cloud_range: list = field(default_factory=list)
+
+
+@dataclass
+class PruningConf:
+    method: str = "dm3d"
+    flops_target: float = 0.25
+    denominator: str = "whole"
+    macs_mode: str = "tap_aware"
+    allocator: str = "dp"
+    budget_units: int = 10000
+    min_density: float = 0.0
+    prunable: str = "all"
+
+    def __post_init__(self):
+        _choice("pruning.method", self.method, METHODS)
+        _range("pruning.flops_target", self.flops_target, 0.0, 1.0, lo_open=True)
+        _choice("pruning.denominator", self.denominator, ("whole", "prunable"))
+        _choice("pruning.macs_mode", self.macs_mode, ("tap_aware", "density"))
+        _choice("pruning.allocator", self.allocator, ("dp", "lagrangian"))
+        _range("pruning.budget_units", self.budget_units, 10, 10_000_000)
+        _range("pruning.min_density", self.min_density, 0.0, 1.0, hi_open=True)
+
+
+@dataclass
+class CalibConf:
+    split: str = "train"
+    num_frames: int = 32
+    reference_frames: int = 8
+    seed: int = 0
+
+    def __post_init__(self):
+        _choice("calib.split", self.split, ("train", "val"))
+        _range("calib.num_frames", self.num_frames, 1, 100_000)
+        _range("calib.reference_frames", self.reference_frames, 1, 100_000)
+
+
+@dataclass
+class SensitivityConf:
+    method: str = "fisher"
+    probe: str = "random"
+    probes_per_frame: int = 1
+    num_levels: int = 1000
+    measured_levels: int = 20
+    ranking: str = "magnitude"
+    form: str = "gauss_newton"
+    damping: float = 1e-7
+    damping_mode: str = "absolute"
+    lambda_loc: float = 1.0
+    lambda_conf: float = 1.0
+    foreground_weighting: bool = False
+
+    def __post_init__(self):
+        _choice("sensitivity.method", self.method, ("fisher", "measured"))
+        _choice("sensitivity.probe", self.probe, ("random", "mean_square"))
+        _range("sensitivity.probes_per_frame", self.probes_per_frame, 1, 10_000)
+        _range("sensitivity.num_levels", self.num_levels, 1, 100_000)
+        _range("sensitivity.measured_levels", self.measured_levels, 1, 100_000)
+        _choice("sensitivity.ranking", self.ranking, ("magnitude", "taylor"))
+        _choice("sensitivity.form", self.form, ("gauss_newton", "squared"))
+        _range("sensitivity.damping", self.damping, 0.0, float("inf"))
+        _choice("sensitivity.damping_mode", self.damping_mode, ("absolute", "relative"))
+        _range("sensitivity.lambda_loc", self.lambda_loc, 0.0, float("inf"))
+        _range("sensitivity.lambda_conf", self.lambda_conf, 0.0, float("inf"))
+        if self.lambda_loc == 0 and self.lambda_conf == 0:
+            raise InputError("sensitivity.lambda_loc and sensitivity.lambda_conf are both 0, expected at least one > 0")
+
+
+@dataclass
+class EvalConf:
+    split: str = "val"
+    num_frames: Optional[int] = None
+    distortion_frames: int = 8
+    batch_size: int = 1
+
+    def __post_init__(self):
+        _choice("eval.split", self.split, ("train", "val"))
+        if self.num_frames is not None:
+            _range("eval.num_frames", self.num_frames, 1, 10_000_000)
+        _range("eval.distortion_frames", self.distortion_frames, 0, 100_000)
+        _range("eval.batch_size", self.batch_size, 1, 1024)
+
+
+@dataclass
+class TrackingConf:
+    backend: str = "sqlite"
+    uri: Optional[str] = None
+    db_path: Optional[str] = None
+
+    def __post_init__(self):
+        _choice("tracking.backend", self.backend, ("sqlite", "server", "off"))
+        if self.backend == "server" and not self.uri:
+            raise InputError("tracking.uri is required with tracking=server (e.g. http://127.0.0.1:5000)")
+
+
+@dataclass
+class RunConf:
+    dataset: DatasetConf = field(default_factory=DatasetConf)
+    detector: DetectorConf = field(default_factory=DetectorConf)
+    pruning: PruningConf = field(default_factory=PruningConf)
+    calib: CalibConf = field(default_factory=CalibConf)
+    sensitivity: SensitivityConf = field(default_factory=SensitivityConf)
+    eval: EvalConf = field(default_factory=EvalConf)
+    tracking: TrackingConf = field(default_factory=TrackingConf)
+    stage: str = "all"
+    seed: int = 0
+    device: str = "auto"
+    cache_dir: str = "~/.cache/dm3d-exp/stages"
+    progress: bool = True
+    study: str = "default"
+
+    def __post_init__(self):
+        _choice("stage", self.stage, STAGES)
+        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        if self.detector.checkpoint is None and self.pruning.method != "dense":
+            raise InputError(f"detector.checkpoint is missing for detector {self.detector.name!r}, expected a "
+                             f"trained .pth (make train-reference DETECTOR={self.detector.name}, or detector.checkpoint=PATH)")
+
+
+def validate(cfg: DictConfig) -> RunConf:
+    """Typed, range-checked view of a composed run config (raises InputError with one line)."""
+    plain = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra" and k in RunConf.__dataclass_fields__}
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RunConf), plain)
+        obj = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        msg = str(e).splitlines()[0]
+        key = getattr(e, "full_key", None)
+        raise InputError(f"config error at {key}: {msg}" if key else f"config error: {msg}") from None
+    return obj

@@ -1,0 +1,92 @@
+"""Figures for reports and notebooks; each writes a PNG atomically.
+
+Figures are built as :class:`matplotlib.figure.Figure` objects rendered by the Agg canvas, without pyplot:
+no global backend switch (a notebook keeps its inline backend) and no figure registry to leak into.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+
+def _save(fig, out_png) -> Path:
+    """Write ``fig`` to a temp file next to ``out_png`` and rename it into place."""
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def pareto_plot(df, out_png) -> Path:
+    """mAP against achieved FLOPs reduction, one line per method, dense mAP as a horizontal line.
+
+    ``df`` is a :func:`dm3d_exp.report.summary_table` frame: columns ``method``, ``map`` (pruned mAP),
+    ``map_dense`` and ``flops_reduction`` (dense/pruned; where it is missing, ``1 / flops_ratio``).
+    The x axis is logarithmic (base 2). Rows with method ``dense`` are drawn only as the baseline.
+    """
+    x = df["flops_reduction"].astype(float)
+    if "flops_ratio" in df:
+        x = x.fillna(1.0 / df["flops_ratio"].astype(float))
+    data = df.assign(_x=x)
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
+    for method, g in data[data["method"] != "dense"].groupby("method", sort=True):
+        g = g.dropna(subset=["_x", "map"]).sort_values("_x")
+        ax.plot(g["_x"], g["map"], marker="o", label=str(method))
+    dense = data["map_dense"].dropna()
+    if len(dense):
+        ax.axhline(float(dense.mean()), color="k", linestyle="--", linewidth=1, label="dense")
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.set_xlabel("FLOPs reduction (dense / pruned)")
+    ax.set_ylabel("mAP")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, out_png)
+
+
+def sensitivity_plot(curves: Mapping[str, np.ndarray], out_png, top: int = 8) -> Path:
+    """Distortion curves delta_l(k) against sparsity k/K for the ``top`` most sensitive layers.
+
+    A layer's sensitivity is the mean of its curve (the area under it); the y axis is logarithmic, so
+    non-positive values (delta_l(0) = 0) are not drawn.
+    """
+    ranked = sorted(curves.items(), key=lambda kv: float(np.mean(kv[1])), reverse=True)[:top]
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
+    for name, curve in ranked:
+        curve = np.asarray(curve, dtype=float)
+        ax.plot(np.linspace(0.0, 1.0, len(curve)), curve, label=name)
+    ax.set_yscale("log", nonpositive="mask")
+    ax.set_xlabel("sparsity k/K")
+    ax.set_ylabel("output distortion")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="x-small")
+    return _save(fig, out_png)
+
+
+def sparsity_bars(layer_sparsity: Mapping[str, float], out_png) -> Path:
+    """Horizontal bars of per-layer sparsity (fraction of pruned weights), in the given layer order."""
+    names = list(layer_sparsity)
+    fig = Figure(figsize=(6.4, max(2.0, 0.22 * len(names) + 1.0)))
+    ax = fig.subplots()
+    ax.barh(np.arange(len(names)), [float(layer_sparsity[n]) for n in names])
+    ax.set_yticks(np.arange(len(names)), names, fontsize="x-small")
+    ax.invert_yaxis()
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("sparsity")
+    ax.grid(True, axis="x", alpha=0.3)
+    return _save(fig, out_png)

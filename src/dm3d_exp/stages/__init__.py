@@ -1,0 +1,1 @@
+"""Pipeline stages: calibrate -> sensitivity -> allocate -> prune -> evaluate (thin: core + adapters)."""

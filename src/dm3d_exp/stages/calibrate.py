@@ -1,0 +1,67 @@
+"""Stage 1 — calibrate: calibration frame ids and per-layer MACs from rulebook pairs (METHOD.md §7).
+
+Artifacts: ``frames.json`` (calibration and MACs-reference frame indices of the calibration split) and
+``layers.json`` (every viewable layer: kind, taps, Cout, Cin, mean per-frame pair counts n_j, dense MACs).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..adapters import layers as layers_mod, macs_probe, spconv_pairs
+from ..adapters.data import batches
+from ..adapters.heads import head_outputs
+from ..adapters.layers import layer_spec
+from ..adapters.macs_probe import PairRecorder
+from ..core.macs import LayerCost
+from ..pipeline.cache import CacheEntry, code_version
+from .context import RunContext, seeded_indices
+
+CODE = code_version(layers_mod, macs_probe, spconv_pairs, sys.modules[__name__])
+
+
+def cache_inputs(ctx: RunContext) -> dict:
+    return {"detector": ctx.detector_identity, "dataset": ctx.dataset_identity, "calib": ctx.section("calib"),
+            "code": CODE}
+
+
+def run(ctx: RunContext) -> CacheEntry:
+    def compute(out: Path):
+        conf = ctx.conf.calib
+        ds = ctx.dataset(conf.split)
+        frames = {"split": conf.split,
+                  "calib": seeded_indices(len(ds), conf.num_frames, conf.seed),
+                  "reference": seeded_indices(len(ds), conf.reference_frames, conf.seed + 1)}
+        model = ctx.model()
+        with PairRecorder(model) as rec:
+            for inputs, samples in batches(model, ds, frames["reference"]):
+                with torch.no_grad():
+                    head_outputs(model, inputs, samples)
+                rec.add_frames(len(samples))
+        pairs = rec.mean_pairs()
+        layers = {}
+        for name, module in rec.modules.items():
+            spec = layer_spec(module)
+            cost = LayerCost(name, pairs[name], spec.cout, spec.cin, spec.kernel)
+            layers[name] = {"kind": spec.kind, "taps": spec.taps, "cout": spec.cout, "cin": spec.cin,
+                            "groups": spec.groups, "kernel": list(spec.kernel), "pairs": pairs[name].tolist(),
+                            "dense_macs": cost.dense_macs}
+        (out / "frames.json").write_text(json.dumps(frames))
+        (out / "layers.json").write_text(json.dumps(layers))
+        return {"num_layers": len(layers), "dense_macs": sum(v["dense_macs"] for v in layers.values())}
+
+    return ctx.cache.get_or_compute("calibrate", cache_inputs(ctx), compute)
+
+
+def load_costs(entry: CacheEntry) -> dict[str, LayerCost]:
+    """LayerCost (pairs, Cout, Cin, kernel) of every viewable layer recorded by calibrate."""
+    layers = json.loads((entry.path / "layers.json").read_text())
+    return {n: LayerCost(n, np.asarray(v["pairs"]), v["cout"], v["cin"], tuple(v["kernel"])) for n, v in layers.items()}
+
+
+def load_frames(entry: CacheEntry) -> dict:
+    return json.loads((entry.path / "frames.json").read_text())

@@ -1,0 +1,67 @@
+"""Stage 5 — evaluate: detection metrics, measured MACs and measured output distortion (finetune-free).
+
+Metrics come from mmdet3d's metric classes (KITTI format: the devkit-exact ``DevkitKittiMetric``).
+Measured MACs recount sum_j n_j * nnz(W[j]) from the checkpoint's actual zeros (METHOD.md §7); the
+measured distortion is D(dense, pruned) on held-out frames of the evaluation split (METHOD §2).
+Artifact: ``metrics.json``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..adapters import data as data_mod, kitti_metric
+from ..adapters.data import batches, build_metric, evaluate_detector, headline_map
+from ..adapters.layers import prunable_modules, weight_view
+from ..adapters.sensitivity import DistortionMeter
+from ..pipeline.cache import CacheEntry, code_version, file_sha256
+from ..progress import progress_bar
+from . import calibrate
+from .context import RunContext, seeded_indices
+from .sensitivity import fisher_spec
+
+CODE = code_version(data_mod, kitti_metric, sys.modules[__name__])
+
+
+def cache_inputs(ctx: RunContext, checkpoint: str | None, calib: CacheEntry) -> dict:
+    return {"checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None, "calibrate": calib.key,
+            "detector": ctx.detector_identity, "dataset": ctx.dataset_identity, "eval": ctx.section("eval"),
+            "distortion": {k: ctx.section("sensitivity")[k] for k in ("lambda_loc", "lambda_conf", "foreground_weighting")},
+            "code": CODE}
+
+
+def measured_macs(model, costs) -> dict[str, float]:
+    """Whole-model MACs from the actual non-zeros of every viewable layer (tap-aware)."""
+    pruned = sum(costs[n].pruned_macs(weight_view(m).detach() != 0) for n, m in prunable_modules(model))
+    dense = sum(c.dense_macs for c in costs.values())
+    return {"macs_dense": dense, "macs_pruned": pruned, "flops_ratio": pruned / dense}
+
+
+def run(ctx: RunContext, checkpoint: str | None, calib: CacheEntry, tag: str) -> CacheEntry:
+    def compute(out: Path):
+        conf = ctx.conf.eval
+        model = ctx.model(checkpoint)
+        ds = ctx.dataset(conf.split)
+        indices = seeded_indices(len(ds), conf.num_frames, 0) if conf.num_frames else list(range(len(ds)))
+        metric = build_metric(ctx.mmdet3d_cfg, ctx.data_root, ctx.conf.dataset.format, conf.split,
+                              ctx.conf.dataset.classes)
+        with progress_bar(len(indices), f"evaluate ({tag})", ctx.conf.progress) as bar:
+            raw = evaluate_detector(model, ds, indices, metric, conf.batch_size, progress=bar.advance)
+        metrics = {k.split("/", 1)[1] if k.startswith("Kitti metric/") else k: float(v) for k, v in raw.items()}
+        metrics["mAP"] = headline_map(metrics)
+        result = {"eval": metrics, "cost": measured_macs(model, calibrate.load_costs(calib)),
+                  "frames": len(indices)}
+        if conf.distortion_frames:
+            held_out = seeded_indices(len(ds), min(conf.distortion_frames, len(ds)), 1)
+            dense = ctx.model()
+            meter = DistortionMeter(dense, list(batches(dense, ds, held_out)), fisher_spec(ctx).distortion)
+            result["distortion_measured"] = meter(model)
+        (out / "metrics.json").write_text(json.dumps(result, indent=1))
+        return {"mAP": metrics["mAP"]}
+
+    return ctx.cache.get_or_compute("evaluate", cache_inputs(ctx, checkpoint, calib), compute)
+
+
+def load(entry: CacheEntry) -> dict:
+    return json.loads((entry.path / "metrics.json").read_text())

@@ -1,0 +1,73 @@
+"""Stage 2 — sensitivity: per-layer distortion curves delta_l(k), k = 0..K, and intra-layer orders.
+
+fisher (dm3d): N calibration frames x R probes streamed into the Fisher accumulator (METHOD.md §4-5);
+measured (rd_measured, or sensitivity.method=measured): each layer pruned alone at K levels (§5 ablation).
+Artifacts: ``curves.npz`` (name -> float64 [K+1]) and ``orders.npz`` (name -> int32 pruned-first order).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..adapters import heads, sensitivity as sens_adapter
+from ..adapters.data import batches
+from ..adapters.sensitivity import DistortionSpec, FisherSpec, fisher_curves, intra_layer_orders, measured_layer_curves
+from ..core import distortion, fisher, measured, ranking
+from ..pipeline.cache import CacheEntry, code_version
+from ..progress import progress_bar
+from . import calibrate
+from .context import RunContext
+
+CODE = code_version(heads, sens_adapter, distortion, fisher, measured, ranking, sys.modules[__name__])
+
+
+def effective_method(ctx: RunContext) -> str:
+    """'measured' for pruning.method=rd_measured, else sensitivity.method."""
+    return "measured" if ctx.conf.pruning.method == "rd_measured" else ctx.conf.sensitivity.method
+
+
+def fisher_spec(ctx: RunContext) -> FisherSpec:
+    s = ctx.conf.sensitivity
+    levels = s.measured_levels if effective_method(ctx) == "measured" else s.num_levels
+    return FisherSpec(probe=s.probe, probes_per_frame=s.probes_per_frame, num_levels=levels, damping=s.damping,
+                      damping_mode=s.damping_mode, ranking=s.ranking, form=s.form, seed=ctx.conf.calib.seed,
+                      distortion=DistortionSpec(s.lambda_loc, s.lambda_conf, s.foreground_weighting))
+
+
+def cache_inputs(ctx: RunContext, calib: CacheEntry) -> dict:
+    sens = ctx.section("sensitivity")
+    sens["method"] = effective_method(ctx)
+    sens.pop("measured_levels" if sens["method"] == "fisher" else "num_levels")
+    return {"calibrate": calib.key, "sensitivity": sens, "prunable": ctx.conf.pruning.prunable, "code": CODE}
+
+
+def run(ctx: RunContext, calib: CacheEntry) -> CacheEntry:
+    def compute(out: Path):
+        spec = fisher_spec(ctx)
+        model = ctx.model()
+        layers = ctx.prunable_layers(model)
+        frames = calibrate.load_frames(calib)
+        ds = ctx.dataset(frames["split"])
+        calib_batches = list(batches(model, ds, frames["calib"]))
+        orders = intra_layer_orders(model, layers, calib_batches, spec)
+        if effective_method(ctx) == "fisher":
+            total = len(calib_batches) * spec.probes_per_frame
+            with progress_bar(total, "sensitivity (fisher)", ctx.conf.progress) as bar:
+                curves = fisher_curves(model, layers, calib_batches, spec, orders, progress=bar.advance)
+        else:
+            curves = measured_layer_curves(model, layers, calib_batches, spec, orders)
+        np.savez(out / "curves.npz", **curves)
+        np.savez(out / "orders.npz", **{n: o.to(torch.int32).cpu().numpy() for n, o in orders.items()})
+        return {"num_levels": spec.num_levels, "layers": list(layers)}
+
+    return ctx.cache.get_or_compute("sensitivity", cache_inputs(ctx, calib), compute)
+
+
+def load(entry: CacheEntry) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
+    """(curves, orders) in the layer order recorded at compute time."""
+    names = entry.meta()["layers"]
+    with np.load(entry.path / "curves.npz") as c, np.load(entry.path / "orders.npz") as o:
+        return ({n: c[n] for n in names}, {n: torch.from_numpy(o[n].astype(np.int64)) for n in names})
