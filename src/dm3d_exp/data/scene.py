@@ -34,8 +34,8 @@ _FOV_SLACK = 0.3  # object centres may project this fraction of the image width 
 _DONTCARE_FAR_M = {"Car": (55.0, 95.0), "Pedestrian": (35.0, 70.0), "Cyclist": (45.0, 80.0)}
 # Calibrated so that the *labelled* objects per frame (after placement failures, objects left without
 # LiDAR points and far objects turning into DontCare) match KITTI's 5.42 / 1.51 per frame.
-_OBJECT_OVERSAMPLE = 1.12
-_DONTCARE_SCALE = 0.75
+_OBJECT_OVERSAMPLE = 1.13
+_DONTCARE_SCALE = 0.55
 
 
 @dataclass

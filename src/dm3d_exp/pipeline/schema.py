@@ -164,7 +164,7 @@ class RunConf:
     def __post_init__(self):
         _choice("stage", self.stage, STAGES)
         _choice("device", self.device, ("auto", "cpu", "cuda"))
-        if self.detector.checkpoint is None and self.pruning.method != "dense":
+        if self.detector.checkpoint is None:
             raise InputError(f"detector.checkpoint is missing for detector {self.detector.name!r}, expected a "
                              f"trained .pth (make train-reference DETECTOR={self.detector.name}, or detector.checkpoint=PATH)")
 

@@ -22,7 +22,7 @@ from mmdet3d.models.dense_heads import CenterHead
 from mmdet3d.registry import DATASETS, MODELS
 from mmengine.structures import InstanceData
 
-if not hasattr(np, "long"):
+if "long" not in vars(np):  # hasattr would trigger numpy 1.2x's FutureWarning
     np.long = np.int64
 
 
