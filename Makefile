@@ -37,7 +37,7 @@ ui: install  ## MLflow UI on http://127.0.0.1:5000 for the local sqlite store
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
 
 sweep: install  ## a ready-made multirun from sweeps/ (SWEEP=name)
-	$(VENV)/bin/dm3d +sweep=$(SWEEP) --multirun $(ARGS)
+	$(VENV)/bin/dm3d +sweeps=$(SWEEP) --multirun $(ARGS)
 
 train-reference: install  ## train a reference detector on the synthetic benchmark (DETECTOR=name)
 	$(VENV)/bin/dm3d-train detector=$(DETECTOR) $(ARGS)

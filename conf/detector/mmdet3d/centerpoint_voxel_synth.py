@@ -2,8 +2,8 @@
 # detector. Self-contained mirror of mmdet3d's centerpoint_voxel01_second_secfpn_8xb4-cyclic-20e_nus-3d.py
 # adapted to KITTI-format data: range x 0..51.2 m, y +-38.4 m, z -3..1 m; 0.1 x 0.1 x 0.2 m voxels (sparse
 # grid 21 x 768 x 512) through a spconv SparseEncoder (SubMConv3d / SparseConv3d, 16-32-64-64 channels,
-# stride 8), a dense SECOND backbone (64/128) and SECONDFPN upsampling to stride 4 (0.4 m cells), and a
-# velocity-free CenterHead (tasks [Pedestrian, Cyclist], [Car]). `data_root` is replaced at runtime by
+# stride 8), a dense SECOND backbone (64/128) and SECONDFPN back to stride 8 (0.8 m cells), and a
+# velocity-free CenterHead (tasks [Pedestrian, Cyclist], [Car]; 32-channel heads). `data_root` is replaced at runtime by
 # the generated dataset path (dm3d_exp.training.recipe.load_config).
 data_root = 'data/synth/'
 class_names = ['Pedestrian', 'Cyclist', 'Car']
@@ -11,7 +11,7 @@ metainfo = dict(classes=class_names)
 point_cloud_range = [0, -38.4, -3, 51.2, 38.4, 1]
 voxel_size = [0.1, 0.1, 0.2]
 grid_size = [512, 768, 20]  # x, y, z voxels
-out_size_factor = 4
+out_size_factor = 8
 backend_args = None
 default_scope = 'mmdet3d'
 # numpy>=1.24 shim for mmdet3d's ObjectSample; CenterHeadNoVelocity; KittiFrameIdDataset
@@ -51,7 +51,7 @@ model = dict(
         type='SECONDFPN',
         in_channels=[64, 128],
         out_channels=[64, 64],
-        upsample_strides=[2, 4],
+        upsample_strides=[1, 2],
         norm_cfg=dict(type='BN', eps=1e-3, momentum=0.01),
         upsample_cfg=dict(type='deconv', bias=False),
         use_conv_for_no_stride=True),
@@ -73,7 +73,7 @@ model = dict(
             out_size_factor=out_size_factor,
             voxel_size=voxel_size[:2],
             code_size=7),
-        separate_head=dict(type='SeparateHead', init_bias=-2.19, final_kernel=3, head_conv=64),
+        separate_head=dict(type='SeparateHead', init_bias=-2.19, final_kernel=3, head_conv=32),
         loss_cls=dict(type='mmdet.GaussianFocalLoss', reduction='mean'),
         loss_bbox=dict(type='mmdet.L1Loss', reduction='mean', loss_weight=0.25),
         norm_bbox=True),
