@@ -186,7 +186,7 @@ def markdown(table: pd.DataFrame, source: str = "") -> str:
                                for m, d in zip(table["map"], table["delta_map"])])
     grid = cells.pivot_table(index=index, columns="flops_target", values="cell", aggfunc="first",
                              dropna=False).fillna("")
-    grid.columns = [f"target {_fmt(float(c))}" for c in grid.columns]
+    grid.columns = [f"target {float(c):g}" for c in grid.columns]
     parts = ["# DM3D pruning report", ""]
     if source:
         parts += [f"Source: {source}", ""]
@@ -210,7 +210,8 @@ def write_report(frame: pd.DataFrame, out_dir, source: str = "") -> pd.DataFrame
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dm3d-report", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="dm3d-report", description="Method x FLOPs-target table (md + csv) and "
+                                "mAP-vs-FLOPs Pareto plot from the runs in MLflow (never recomputes).")
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or "mlflow.db",
                    help="MLflow tracking URI (sqlite:///..., http://...) or a sqlite file path "
                         "(default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")

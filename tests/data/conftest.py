@@ -31,6 +31,6 @@ def small_dataset(tmp_path_factory, small_params) -> Path:
 
 @pytest.fixture(scope="session")
 def medium_dataset(tmp_path_factory) -> Path:
-    """200 frames with the default generator settings: enough for statistics and the realism bound."""
-    params = SynthParams(num_train=160, num_val=40, seed=0)
+    """160 frames with the default generator settings: enough for statistics and the realism bound."""
+    params = SynthParams(num_train=128, num_val=32, seed=0)
     return ensure_dataset(params, root=tmp_path_factory.mktemp("medium") / "ds", workers=2)

@@ -1,7 +1,6 @@
 """dm3d-report and the compare_sweeps notebook read back exactly what the jobs logged."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat

@@ -7,6 +7,8 @@ ground (the camera 1.65 m). Every synthetic frame uses this calibration.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..kitti.format import project_to_image, velo_to_cam_matrix
@@ -44,9 +46,14 @@ def lidar_to_cam(points: np.ndarray, calib: dict[str, np.ndarray]) -> np.ndarray
     return points[:, :3] @ t[:3, :3].T + t[:3, 3]
 
 
+@functools.lru_cache(maxsize=16)
+def _inverse(matrix_bytes: bytes) -> np.ndarray:
+    return np.linalg.inv(np.frombuffer(matrix_bytes).reshape(4, 4))
+
+
 def cam_to_lidar(points: np.ndarray, calib: dict[str, np.ndarray]) -> np.ndarray:
     """Map (n, 3) rectified camera points to LiDAR coordinates."""
-    t = np.linalg.inv(velo_to_cam_matrix(calib))
+    t = _inverse(np.ascontiguousarray(velo_to_cam_matrix(calib), dtype=np.float64).tobytes())
     return points[:, :3] @ t[:3, :3].T + t[:3, 3]
 
 

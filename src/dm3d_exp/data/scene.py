@@ -171,8 +171,17 @@ def _to_world(lay: _Layout, s: float, u: float) -> tuple[float, float, float]:
 
 def _rect_overlap(a: np.ndarray, rects: np.ndarray) -> np.ndarray:
     """Separating-axis test of BEV rectangle ``a`` (cx, cy, half_l, half_w, yaw) against ``rects`` (n, 5)."""
+    hit = np.zeros(len(rects), dtype=bool)
     if len(rects) == 0:
-        return np.zeros(0, dtype=bool)
+        return hit
+    near = np.hypot(rects[:, 0] - a[0], rects[:, 1] - a[1]) < np.hypot(a[2], a[3]) + np.hypot(rects[:, 2], rects[:, 3])
+    if not near.any():  # bounding circles apart
+        return hit
+    hit[near] = _sat_overlap(a, rects[near])
+    return hit
+
+
+def _sat_overlap(a: np.ndarray, rects: np.ndarray) -> np.ndarray:
     allr = np.concatenate([a[None], rects])
     ax = np.stack([np.cos(allr[:, 4]), np.sin(allr[:, 4])], 1)  # (n+1, 2) length axes
     ay = np.stack([-ax[:, 1], ax[:, 0]], 1)

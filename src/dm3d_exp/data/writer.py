@@ -21,6 +21,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from .frame import generate_frame, points_in_label_box
 from .params import GENERATOR_VERSION, SynthParams
 
 # mmdet3d KittiDataset.METAINFO['classes'] order (bbox_label values); other names (DontCare) map to -1.
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 MMDET3D_KITTI_CLASSES = ("Pedestrian", "Cyclist", "Car", "Van", "Truck", "Person_sitting", "Tram", "Misc")
 
 
@@ -158,8 +160,22 @@ def _write_frame(task: tuple[dict, int, bool, str]) -> tuple[int, dict, list[dic
     return index, info, db, stats
 
 
+def _canonical(obj):
+    """Copy with every string interned and arrays on the built-in dtype instances, so that pickle's memo
+    (object identity), hence the bytes, depend only on the values, not on which process built which part."""
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, np.ndarray):  # fresh array on the shared built-in dtype instance
+        return np.frombuffer(obj.tobytes(), dtype=np.dtype(obj.dtype.str)).reshape(obj.shape).copy()
+    return obj
+
+
 def _dump_pickle(path: Path, obj) -> None:
-    atomic_write_bytes(path, pickle.dumps(obj, protocol=4))
+    atomic_write_bytes(path, pickle.dumps(_canonical(obj), protocol=4))
 
 
 def generate_dataset(params: SynthParams, root: str | os.PathLike, workers: int | None = None,
@@ -179,7 +195,17 @@ def generate_dataset(params: SynthParams, root: str | os.PathLike, workers: int 
         it = map(_write_frame, tasks)
         pool = None
     else:
-        pool = multiprocessing.get_context("spawn").Pool(workers)
+        # one BLAS thread per worker: the frames are the parallelism (inherited by the spawned workers)
+        saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+        os.environ.update({k: "1" for k in _THREAD_VARS})
+        try:
+            pool = multiprocessing.get_context("spawn").Pool(workers)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
         it = pool.imap_unordered(_write_frame, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))
     try:
         for done, res in enumerate(it, 1):

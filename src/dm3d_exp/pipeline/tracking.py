@@ -94,12 +94,12 @@ def ensure_store(uri: Optional[str]) -> None:
 def check_server(uri: str, timeout: float = 10.0) -> None:
     """Raise :class:`InputError` unless the MLflow server at ``uri`` answers ``GET /health``.
 
-    (An unreachable server otherwise surfaces only after MLflow's REST client has retried for minutes.)
+    (Otherwise an unreachable server surfaces only after MLflow's REST client has exhausted its retries.)
     """
     try:  # non-2xx answers raise HTTPError, a URLError
         urllib.request.urlopen(f"{uri}/health", timeout=timeout).close()
     except (urllib.error.URLError, OSError) as e:
-        raise InputError(f"MLflow server at {uri} is not healthy ({e}); start it or use tracking=sqlite") from e
+        raise InputError(f"MLflow server at {uri} is not healthy ({e}); start it or use another tracking URI") from e
 
 
 def get_or_create_experiment(client, name: str, uri: str) -> str:
@@ -145,13 +145,10 @@ def flatten(cfg_dict: Mapping, sep: str = ".") -> dict[str, Any]:
 
     An OmegaConf ``DictConfig`` is resolved first; an empty mapping becomes an empty-dict leaf.
     """
-    try:
-        from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
-        if isinstance(cfg_dict, DictConfig):
-            cfg_dict = OmegaConf.to_container(cfg_dict, resolve=True)
-    except ImportError:  # flatten is usable without Hydra installed
-        pass
+    if isinstance(cfg_dict, DictConfig):
+        cfg_dict = OmegaConf.to_container(cfg_dict, resolve=True)
     out: dict[str, Any] = {}
 
     def walk(node: Mapping, prefix: str) -> None:

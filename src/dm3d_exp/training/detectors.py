@@ -75,12 +75,13 @@ def resolve_detector(conf: DictConfig | dict | str, require_checkpoint: bool = T
         conf = load_detector_conf(conf)
     if not isinstance(conf, DictConfig):
         conf = OmegaConf.create(conf)
-    name = conf.get("name", "<unnamed>") if not OmegaConf.is_missing(conf, "name") else "<unnamed>"
+    name = conf.get("name") or "<unnamed>"
+    present = set(conf.keys())  # `key in conf` is False for ??? values
     for key in _FIELDS:
-        if key not in conf:
+        if key not in present:
             raise InputError(f"detector {name}: field {key!r} is missing from its yaml")
     for key in ("mmdet3d_config", "checkpoint", "data_root"):
-        if key in conf and OmegaConf.is_missing(conf, key):
+        if key in present and OmegaConf.is_missing(conf, key):
             if key == "checkpoint" and not require_checkpoint:
                 continue
             raise InputError(f"detector {name}: {key} is required (pass detector.{key}=PATH)")
@@ -96,7 +97,7 @@ def resolve_detector(conf: DictConfig | dict | str, require_checkpoint: bool = T
     if checkpoint is not None and require_checkpoint and not checkpoint.is_file():
         raise InputError(f"detector {name}: checkpoint {checkpoint} does not exist")
     data_root = None
-    if "data_root" in conf and not OmegaConf.is_missing(conf, "data_root") and conf.data_root is not None:
+    if "data_root" in present and not OmegaConf.is_missing(conf, "data_root") and conf.data_root is not None:
         data_root = _resolve_path(str(conf.data_root))
         if not data_root.is_dir():
             raise InputError(f"detector {name}: data_root {data_root} is not a directory")

@@ -7,7 +7,10 @@
   ``vel`` prediction. KITTI-format boxes have 7 values. This head pads the ground truth with zero
   velocity and its predictions with a constant zero ``vel`` map; with zero ``code_weights`` for the two
   velocity entries the loss equals a velocity-free CenterPoint loss. Prediction is unchanged (mmdet3d
-  decodes 7-value boxes when there is no ``vel`` head).
+  decodes 7-value boxes when there is no ``vel`` head). It also initialises its task heads: CenterHead
+  keeps them in a torch ``nn.ModuleList``, where mmengine's recursive ``init_weights`` stops, so their
+  Kaiming init and the heatmap prior bias (``init_bias=-2.19``) are never applied (initial heatmap
+  sigmoid ~0.49 instead of 0.1; heatmap loss in the hundreds).
 - ``KittiFrameIdDataset``: mmengine's ``BaseDataset.get_data_info`` overwrites each sample's ``sample_idx``
   with its position in the (possibly subset) data list, while ``DevkitKittiMetric`` looks ground truth up
   by the info file's ``sample_idx`` (the KITTI frame id; 800..999 for the synthetic val split). This
@@ -29,6 +32,12 @@ if "long" not in vars(np):  # hasattr would trigger numpy 1.2x's FutureWarning
 @MODELS.register_module()
 class CenterHeadNoVelocity(CenterHead):
     """CenterHead for datasets without velocity (``common_heads`` without ``vel``, code size 7)."""
+
+    def init_weights(self) -> None:
+        """CenterHead's init plus each task head's own (Kaiming convs, heatmap bias = ``init_bias``)."""
+        super().init_weights()
+        for task_head in self.task_heads:
+            task_head.init_weights()
 
     def get_targets_single(self, gt_instances_3d: InstanceData):
         """Targets as CenterHead's, from boxes padded with zero velocity (the velocity entries are unused)."""

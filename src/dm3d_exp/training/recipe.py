@@ -194,14 +194,32 @@ class TrainOptions:
     log_interval: int = 10
 
 
-class _KeepMetrics(Hook):
-    """Remembers the metrics of the last validation epoch."""
+class _Recorder(Hook):
+    """Records the training losses, the initialised parameters and the last validation metrics."""
 
     def __init__(self) -> None:
+        self.losses: list[float] = []
         self.metrics: dict = {}
+        self.initial: dict[str, torch.Tensor] = {}
+
+    def before_train(self, runner) -> None:
+        self.initial = {k: p.detach().clone() for k, p in runner.model.named_parameters()}
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if outputs and "loss" in outputs:
+            self.losses.append(float(outputs["loss"]))
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         self.metrics = unprefixed(metrics or {})
+
+    def relative_change(self, model) -> float:
+        """||w - w0|| / ||w0|| over all parameters since ``before_train``."""
+        num = den = 0.0
+        for k, p in model.named_parameters():
+            w0 = self.initial[k].to(p.device)
+            num += float(((p.detach() - w0) ** 2).sum())
+            den += float((w0 ** 2).sum())
+        return (num / den) ** 0.5 if den else float("nan")
 
 
 def _scale_schedule(cfg, max_epochs: int) -> None:
@@ -253,14 +271,17 @@ def train(opts: TrainOptions) -> dict:
     work_dir = Path(opts.work_dir or repo_root() / "outputs" / "train" / spec.name)
     out_dir = Path(opts.out_dir or repo_root() / "checkpoints" / spec.name)
     setup_mmdet3d()
+    config_sha256 = sha256_file(spec.config)
     cfg = _prepare_config(opts, spec.config, data_root, work_dir)
 
-    keep = _KeepMetrics()
+    rec = _Recorder()
     runner = Runner.from_cfg(cfg)
-    runner.register_hook(keep, priority="LOWEST")
+    runner.register_hook(rec, priority="LOWEST")
     t0 = time.perf_counter()
     runner.train()
     seconds = time.perf_counter() - t0
+    losses = rec.losses
+    n10 = max(1, len(losses) // 10)
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
     model = model.float().cpu().eval()
 
@@ -272,7 +293,7 @@ def train(opts: TrainOptions) -> dict:
     check = headline(evaluate(reloaded, eval_cfg, opts.check_frames))
     manifest = {
         "name": spec.name,
-        "config": {"path": _rel(spec.config), "sha256": sha256_file(spec.config)},
+        "config": {"path": _rel(spec.config), "sha256": config_sha256},
         "seed": opts.seed,
         "options": asdict(opts),
         "data": {"generator_version": data_manifest["generator_version"], "params": data_manifest["params"],
@@ -280,9 +301,12 @@ def train(opts: TrainOptions) -> dict:
         "training": {"seconds": round(seconds, 1), "iterations": runner.iter, "epochs": runner.epoch,
                      "s_per_iter": round(seconds / max(runner.iter, 1), 3),
                      "batch_size": cfg.train_dataloader.batch_size, "machine": machine(), "versions": versions(),
+                     "loss_first": losses[0], "loss_last": losses[-1],
+                     "loss_mean_first_10pct": sum(losses[:n10]) / n10, "loss_mean_last_10pct": sum(losses[-n10:]) / n10,
+                     "relative_weight_change": rec.relative_change(runner.model),
                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
-        "val": {"split": "val", "frames": data_manifest["params"]["num_val"], **headline(keep.metrics),
-                "all": {k: float(v) for k, v in keep.metrics.items()}},
+        "val": {"split": "val", "frames": data_manifest["params"]["num_val"], **headline(rec.metrics),
+                "all": {k: float(v) for k, v in rec.metrics.items()}},
         "check_subset": {"split": "val", "first_frames": opts.check_frames, **check},
         "checkpoint": {"file": CHECKPOINT_FILE, "sha256": sha256_file(ckpt), "bytes": ckpt.stat().st_size,
                        "params": sum(p.numel() for p in model.parameters())},

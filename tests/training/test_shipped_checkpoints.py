@@ -1,0 +1,40 @@
+"""Each shipped reference checkpoint (checkpoints/<name>/) loads and reproduces its manifest's numbers."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dm3d_exp.training import available_detectors, build_detector, evaluate, load_config, resolve_detector
+from dm3d_exp.training.detectors import repo_root
+from dm3d_exp.training.recipe import CHECKPOINT_FILE, MANIFEST_FILE, headline, sha256_file
+
+pytestmark = [pytest.mark.mmdet3d, pytest.mark.slow]
+
+SHIPPED = [n for n in available_detectors() if (repo_root() / "checkpoints" / n / MANIFEST_FILE).is_file()]
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped checkpoints in checkpoints/")
+@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.timeout(600)
+def test_shipped_checkpoint_reproduces_manifest(name):
+    from dm3d_exp.data import GENERATOR_VERSION, SynthParams, ensure_dataset
+
+    folder = repo_root() / "checkpoints" / name
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    spec = resolve_detector(name)
+    assert spec.checkpoint == folder / CHECKPOINT_FILE
+    assert sha256_file(spec.checkpoint) == manifest["checkpoint"]["sha256"]
+    assert sha256_file(spec.config) == manifest["config"]["sha256"], "config changed since training"
+    assert spec.checkpoint.stat().st_size <= 20 * 2**20
+    if manifest["data"]["generator_version"] != GENERATOR_VERSION:
+        pytest.skip(f"checkpoint trained on generator version {manifest['data']['generator_version']}, "
+                    f"installed generator is {GENERATOR_VERSION}: retrain it")
+    root = ensure_dataset(SynthParams.from_dict(manifest["data"]["params"]))
+    cfg = load_config(spec.config, root)
+    model = build_detector(cfg, spec.checkpoint)  # strict: no missing / unexpected keys
+    check = manifest["check_subset"]
+    got = headline(evaluate(model, cfg, check["first_frames"]))
+    assert got["mAP"] == pytest.approx(check["mAP"], abs=0.5)
+    for key in ("Car/3d/moderate/R40", "Pedestrian/3d/moderate/R40", "Cyclist/3d/moderate/R40"):
+        assert got[key] == pytest.approx(check[key], abs=1.0)
