@@ -43,9 +43,9 @@ def test_generated_scenes_follow_kitti_statistics(medium_dataset):
     per_frame = np.array([(o.name != "DontCare").sum() for o in frames])
     assert abs(per_frame.mean() - ref_mean) < 0.15 * ref_mean
     assert 0.6 < per_frame.std() / np.sqrt((pmf * (np.arange(len(pmf)) - ref_mean) ** 2).sum() / pmf.sum()) < 1.4
-    dc = pmf_mean = np.array(FITTED["dontcare_per_frame"], dtype=float)
-    pmf_mean = (dc * np.arange(len(dc))).sum() / dc.sum()
-    assert abs(np.mean([(o.name == "DontCare").sum() for o in frames]) - pmf_mean) < 0.35 * pmf_mean
+    dc = np.array(FITTED["dontcare_per_frame"], dtype=float)
+    dc_mean = (dc * np.arange(len(dc))).sum() / dc.sum()
+    assert abs(np.mean([(o.name == "DontCare").sum() for o in frames]) - dc_mean) < 0.35 * dc_mean
     for cls in ("Car", "Pedestrian", "Cyclist"):
         st = FITTED["classes"][cls]
         dims = np.concatenate([o.dimensions[o.name == cls] for o in frames])

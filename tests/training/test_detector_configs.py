@@ -13,7 +13,7 @@ from dm3d_exp.training.cli import main, parse_options
 from dm3d_exp.training.detectors import repo_root
 
 ZOO = ["pointpillars_kitti", "second_kitti", "centerpoint_voxel_nus", "pv_rcnn_kitti"]
-SYNTH = ["pointpillars_synth", "centerpoint_voxel_synth"]
+SYNTH = ["pointpillars_synth", "centerpoint_voxel_synth", "second_synth"]
 
 
 def test_all_detectors_listed():

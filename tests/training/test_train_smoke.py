@@ -20,10 +20,12 @@ def tiny_dataset(tmp_path_factory):
                           root=tmp_path_factory.mktemp("tiny") / "ds", workers=1)
 
 
-@pytest.mark.timeout(120)
-def test_pointpillars_trains_and_checkpoint_round_trips(tiny_dataset, tmp_path):
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("name", ["pointpillars_synth", pytest.param("centerpoint_voxel_synth", marks=pytest.mark.slow)])
+def test_training_smoke_and_checkpoint_round_trip(name, tiny_dataset, tmp_path):
+    """4 iterations (CPU, ~50 s on 2 shared cores for PointPillars), then the published files."""
     out = tmp_path / "ckpt"
-    manifest = train(TrainOptions(detector="pointpillars_synth", max_epochs=1, batch_size=2, threads=1,
+    manifest = train(TrainOptions(detector=name, max_epochs=1, batch_size=2, threads=1,
                                   data_root=str(tiny_dataset), work_dir=str(tmp_path / "work"),
                                   out_dir=str(out), check_frames=2, log_interval=1))
     tr = manifest["training"]
@@ -43,7 +45,7 @@ def test_pointpillars_trains_and_checkpoint_round_trips(tiny_dataset, tmp_path):
                                     "Cyclist/3d/moderate/R40"}
 
     # strict load into a model built from the config: no missing or unexpected keys
-    spec = resolve_detector("pointpillars_synth", require_checkpoint=False)
+    spec = resolve_detector(name, require_checkpoint=False)
     model = build_detector(load_config(spec.config, tiny_dataset), ckpt)
     state = model.state_dict()
     assert set(state) == set(raw["state_dict"])

@@ -15,8 +15,11 @@ def setup_mmdet3d() -> None:
     replaced by 0 (../shared/docs/STACK.md: checked against dense conv3d, gradients within 5.7e-6).
     """
     from mmdet3d.utils import register_all_modules
+    from mmengine.logging import MMLogger
 
     register_all_modules(init_default_scope=True)
+    # the newest MMLogger instance is mmengine's "current" one: keep dataset/metric chatter at WARNING
+    MMLogger.get_instance("dm3d_exp", log_level="WARNING")
     from . import kitti_metric  # noqa: F401  (registers DevkitKittiMetric)
 
     if not torch.cuda.is_available():

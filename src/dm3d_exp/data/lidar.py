@@ -23,7 +23,8 @@ from .scene import Scene
 UPPER_TOP_DEG, UPPER_STEP_DEG = 2.84, 0.334
 LOWER_TOP_DEG, LOWER_STEP_DEG = -8.12, 0.498
 # A return is kept with probability (1 - dropout) * (1 - exp(-signal)),
-#   signal = refl * f * (REF_RANGE_M / r) ** RANGE_EXPONENT / SIGNAL_SCALE,  f = 1 - gloss + gloss * cos(inc) ** GLOSS_EXPONENT,
+#   signal = refl * f * (REF_RANGE_M / r) ** RANGE_EXPONENT / SIGNAL_SCALE,
+#   f = 1 - gloss + gloss * cos(incidence) ** GLOSS_EXPONENT,
 # so dark, distant and glossy surfaces seen at grazing angles drop out. The steep empirical range law and the
 # constants are calibrated so that points per range bin and points per object vs distance match the real
 # KITTI frames in ../shared/data/kitti_real_frames (see realism.py; ratios in the realism report).

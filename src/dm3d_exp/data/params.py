@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from ..errors import InputError
 
 # Bump when the generator's output changes for the same parameters (invalidates cached datasets).
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 # name -> (kind, low, high, meaning); all bounds inclusive.
 _RANGES: dict[str, tuple[type, float, float, str]] = {

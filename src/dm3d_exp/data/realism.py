@@ -53,7 +53,8 @@ def _frames(root: Path, ids: list[str], what: str):
         if not cloud.exists():
             raise InputError(f"{tr / 'velodyne_reduced' / (fid + '.bin')}: missing point cloud of {what} frame {fid} "
                              f"(looked in velodyne_reduced/ and velodyne/)")
-        yield read_velodyne(cloud), read_label_file(tr / "label_2" / f"{fid}.txt"), read_calib(tr / "calib" / f"{fid}.txt")
+        labels = read_label_file(tr / "label_2" / f"{fid}.txt")
+        yield read_velodyne(cloud), labels, read_calib(tr / "calib" / f"{fid}.txt")
 
 
 def _frame_ids(root: Path, what: str, max_frames: int | None) -> list[str]:

@@ -1,10 +1,11 @@
 """Procedural street scenes: road layout, labelled road users and background clutter.
 
 A scene is built in a road frame (s along the gently bending road, u to the left of its centre line,
-metres; the sensor at s = u = 0 in its lane) and rotated by a small road yaw into the LiDAR frame (x forward, y left, z up, origin at the
-sensor, ground about 1.73 m below). Road users are sampled from the KITTI-fitted statistics in
-``kitti_stats.FITTED`` (objects per frame, class mix, sizes, distances, headings) and placed in lane,
-parking, sidewalk or crossing slots inside the camera's field of view, never overlapping each other.
+metres; the sensor at s = u = 0 in its lane) and rotated by a small road yaw into the LiDAR frame
+(x forward, y left, z up, origin at the sensor, ground about 1.73 m below). Road users are sampled from
+the KITTI-fitted statistics in ``kitti_stats.FITTED`` (objects per frame, class mix, sizes, depth given
+lateral offset, headings) and placed in lane, parking-row, sidewalk or crossing slots inside the camera's
+field of view, never overlapping each other; parked vehicles mostly line up in rows.
 Buildings, walls, hedges, trees and poles are then added where they do not overlap any road user.
 
 Geometry is a list of primitives for the ray caster: vertical oriented boxes and vertical cylinders,
@@ -156,8 +157,8 @@ def _sample_layout(rng: np.random.Generator) -> _Layout:
         sidewalk = (float(rng.uniform(1.5, 3)), float(rng.uniform(1.5, 3)))
         buildings = (bool(rng.random() < 0.75), bool(rng.random() < 0.75))
         setback = (float(rng.uniform(2, 9)), float(rng.uniform(2, 9)))
-    return _Layout(kind, float(rng.normal(0, 0.04)), float(rng.normal(0, 0.004)), y_right, y_left, lanes, park_right, park_left, sidewalk,
-                   buildings, setback)
+    return _Layout(kind, float(rng.normal(0, 0.04)), float(rng.normal(0, 0.004)), y_right, y_left, lanes,
+                   park_right, park_left, sidewalk, buildings, setback)
 
 
 def _to_world(lay: _Layout, s: float, u: float) -> tuple[float, float, float]:

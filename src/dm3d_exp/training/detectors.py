@@ -95,7 +95,8 @@ def resolve_detector(conf: DictConfig | dict | str, require_checkpoint: bool = T
         raise InputError(f"detector {name}: checkpoint is null; train it first (make train-reference "
                          f"DETECTOR={name}) or pass detector.checkpoint=PATH")
     if checkpoint is not None and require_checkpoint and not checkpoint.is_file():
-        raise InputError(f"detector {name}: checkpoint {checkpoint} does not exist")
+        hint = "" if "data_root" in present else f" (train it: make train-reference DETECTOR={name})"
+        raise InputError(f"detector {name}: checkpoint {checkpoint} does not exist{hint}")
     data_root = None
     if "data_root" in present and not OmegaConf.is_missing(conf, "data_root") and conf.data_root is not None:
         data_root = _resolve_path(str(conf.data_root))

@@ -207,7 +207,8 @@ class _Recorder(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         if outputs and "loss" in outputs:
-            self.losses.append(float(outputs["loss"]))
+            loss = outputs["loss"]
+            self.losses.append(float(loss.detach() if torch.is_tensor(loss) else loss))
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         self.metrics = unprefixed(metrics or {})

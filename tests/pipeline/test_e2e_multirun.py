@@ -1,0 +1,114 @@
+"""End-to-end: real `dm3d` Hydra multiruns over a tiny detector and a tiny synthetic dataset.
+
+2 methods x 2 FLOPs targets against a real `mlflow server`: child runs under the sweep's parent run,
+metrics equal summary.json, sensitivity computed once and reused (cache hits), achieved FLOPs within
+the targets, the report table produced; and a joblib run (n_jobs=2) on a fresh sqlite store.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("mmdet3d", reason="mmdet3d not installed")
+
+from mlflow.tracking import MlflowClient
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "tests" / "pipeline" / "tiny_pointpillars_synth.py"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    from dm3d_exp.adapters.checkpoint import save_checkpoint
+    from dm3d_exp.adapters.detector import build_detector
+    from dm3d_exp.data.cache import ensure_dataset
+    from dm3d_exp.data.params import SynthParams
+
+    root = tmp_path_factory.mktemp("e2e")
+    data = ensure_dataset(SynthParams(num_train=4, num_val=3, seed=5), root=root / "data")
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_detector(str(TINY)), root / "tiny.pth")
+    return root, data, ckpt
+
+
+def _dm3d(workspace, cwd, *overrides, env=None):
+    root, data, ckpt = workspace
+    flags = [o for o in overrides if o.startswith("--")]  # Hydra flags go before the overrides
+    overrides = [o for o in overrides if not o.startswith("--")]
+    cmd = [sys.executable, "-c", "from dm3d_exp.cli import main; main()", *flags,
+           f"detector.mmdet3d_config={TINY}", f"detector.checkpoint={ckpt}", f"dataset.root={data}",
+           f"cache_dir={root / 'cache'}", "calib.num_frames=2", "calib.reference_frames=2",
+           "sensitivity.num_levels=20", "eval.distortion_frames=2", "progress=false", *overrides]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _summaries(sweep_root: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(sweep_root.rglob("summary.json"))]
+
+
+def test_methods_x_targets_multirun_on_mlflow_server(workspace, mlflow_server, tmp_path):
+    _dm3d(workspace, tmp_path, "--multirun", "pruning=dm3d,uniform", "pruning.flops_target=0.5,0.25",
+          "tracking=server", f"tracking.uri={mlflow_server}", "study=e2e/tiny",
+          f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    summaries = _summaries(tmp_path / "sweep")
+    assert len(summaries) == 4
+    for s in summaries:
+        target = s["config"]["pruning"]["flops_target"]
+        assert s["pruned/cost/flops_ratio"] <= target + 1e-9
+        assert s["pruned/cost/flops_ratio"] > 0.5 * target  # uses the budget, not far below it
+        assert s["pruned/cost/flops_reduction"] == pytest.approx(1 / s["pruned/cost/flops_ratio"])
+        assert "dense/eval/mAP" in s and "pruned/eval/mAP" in s and "distortion/measured" in s
+    dm3d = [s for s in summaries if s["config"]["pruning"]["method"] == "dm3d"]
+    # one sensitivity computation shared by the FLOPs sweep: same key, exactly one miss
+    assert len({s["artifacts"]["sensitivity"]["key"] for s in dm3d}) == 1
+    assert sorted(s["cache/sensitivity_hit"] for s in dm3d) == [0.0, 1.0]
+    assert all(s["cache/calibrate_hit"] == 1.0 for s in summaries[1:]) or sum(
+        s["cache/calibrate_hit"] == 0.0 for s in summaries) == 1
+    assert all("distortion/predicted" in s for s in dm3d)
+
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("e2e/tiny")
+    parent_id = (tmp_path / "sweep" / "mlflow_parent_run_id.txt").read_text().strip()
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+    by_key = {(r.data.params["pruning.method"], float(r.data.params["pruning.flops_target"])): r for r in children}
+    for s in summaries:
+        run = by_key[(s["config"]["pruning"]["method"], s["config"]["pruning"]["flops_target"])]
+        for k in ("pruned/eval/mAP", "pruned/cost/flops_ratio", "cost/flops_target", "cache/sensitivity_hit"):
+            if k in s:
+                assert run.data.metrics[k] == pytest.approx(s[k]), k
+        assert any(a.path == "summary.json" for a in client.list_artifacts(run.info.run_id))
+    parent = client.get_run(parent_id)
+    assert parent.data.tags["dm3d.role"] == "sweep"
+    assert (tmp_path / "sweep" / "report" / "report.csv").is_file()
+
+
+def test_joblib_launcher_on_fresh_sqlite_has_no_failed_jobs(workspace, tmp_path):
+    db = tmp_path / "fresh.db"
+    _dm3d(workspace, tmp_path, "--multirun", "pruning=lamp,erk", "hydra/launcher=local_parallel",
+          f"tracking.db_path={db}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    jobs = [r for r in runs if r.data.tags.get("dm3d.role") == "job"]
+    assert len(jobs) == 2 and all(r.info.status == "FINISHED" for r in jobs)
+    assert len(_summaries(tmp_path / "sweep")) == 2
+
+
+def test_single_stage_and_bad_input(workspace, tmp_path):
+    proc = _dm3d(workspace, tmp_path, "stage=sensitivity", "tracking=off")
+    assert "summary" not in proc.stdout  # nothing past the asked stage, no table
+    root, data, ckpt = workspace
+    bad = subprocess.run([sys.executable, "-c", "from dm3d_exp.cli import main; main()",
+                          f"detector.checkpoint={root / 'missing.pth'}", f"dataset.root={data}",
+                          "tracking=off", f"cache_dir={root / 'cache'}"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2
+    assert "error: detector.checkpoint=" in bad.stderr and "does not exist" in bad.stderr
