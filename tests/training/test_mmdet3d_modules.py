@@ -42,12 +42,15 @@ def test_center_head_no_velocity_init_and_loss_on_kitti_boxes(cp_config):
     head = _head(cp_config)
     for task_head in head.task_heads:  # mmengine does not reach these through nn.ModuleList by itself
         assert torch.allclose(task_head.heatmap[-1].bias, torch.full_like(task_head.heatmap[-1].bias, -2.19))
+        assert float(task_head.heatmap[-1].weight.std()) < 0.02
     feats = [torch.randn(1, 128, 96, 64)]
     gt = InstanceData()
     gt.bboxes_3d = LiDARInstance3DBoxes(torch.tensor([[10.0, 2.0, -1.6, 3.9, 1.6, 1.5, 0.3],
                                                       [15.0, -3.0, -1.5, 0.8, 0.6, 1.7, 1.0]]))
     gt.labels_3d = torch.tensor([2, 0])
+    head.train()
     losses = head.loss_by_feat(head(feats), [gt])
+    assert float(losses["task1.loss_heatmap"]) < 50  # prior init: ~8, not ~5000
     assert set(losses) == {"task0.loss_heatmap", "task0.loss_bbox", "task1.loss_heatmap", "task1.loss_bbox"}
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
