@@ -46,3 +46,21 @@ def test_spconv_view_reproduces_sparse_convolution(subm):
             if src in active:
                 acc += view[j] @ active[src]
         assert torch.allclose(acc, row, atol=1e-9)
+
+
+def test_mmcv_sparse_conv_rsck_view_and_layout():
+    """mmcv's spconv-1 port stores [*k, Cin, Cout]; the canonical view must pick W[j][o, c] correctly."""
+    ops = pytest.importorskip("mmcv.ops", reason="mmcv ops not built")
+    from dm3d_exp.adapters.layers import layer_spec, spconv_layout
+
+    layer = ops.SparseConv3d(3, 5, 3, stride=2, indice_key="m")
+    with torch.no_grad():
+        layer.weight.copy_(torch.arange(layer.weight.numel(), dtype=torch.float32).reshape(layer.weight.shape))
+    assert spconv_layout(layer) == "RSCK"
+    view = weight_view(layer)
+    assert view.shape == (27, 5, 3)
+    for j, o, c in [(0, 0, 0), (5, 4, 2), (26, 1, 1)]:
+        kz, ky, kx = np.unravel_index(j, (3, 3, 3))
+        assert view[j, o, c] == layer.weight[kz, ky, kx, c, o]
+    spec = layer_spec(layer)
+    assert (spec.kind, spec.taps, spec.cout, spec.cin, spec.kernel) == ("sparse_conv", 27, 5, 3, (3, 3, 3))

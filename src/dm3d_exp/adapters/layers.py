@@ -11,9 +11,11 @@ offsets) that is a *view* of the module's weight, so masking the view masks the 
 | spconv 2 KRSC (2.2+, all algos) | [Cout, *k, Cin]                 | reshape [Cout,K,Cin], permute     |
 | spconv RSKC (old native)       | [*k, Cout, Cin]                  | reshape                           |
 | spconv RSCK (old native, HWIO) | [*k, Cin, Cout]                  | reshape, transpose                |
+| mmcv.ops sparse conv (spconv 1) | [*k, Cin, Cout] (RSCK)          | reshape, transpose                |
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -129,12 +131,21 @@ class ConvTransposeView:
                          tuple(w.shape[2:]))
 
 
+@functools.cache
 def _spconv_module_types() -> tuple[type, ...]:
+    """spconv 2's SparseConvolution and mmcv's spconv-1 port (used by mmdet3d when spconv is absent)."""
+    types = []
     try:
         from spconv.pytorch.conv import SparseConvolution
+        types.append(SparseConvolution)
     except ImportError:
-        return ()
-    return (SparseConvolution,)
+        pass
+    try:
+        from mmcv.ops.sparse_conv import SparseConvolution as MmcvSparseConvolution
+        types.append(MmcvSparseConvolution)
+    except ImportError:
+        pass
+    return tuple(types)
 
 
 def spconv_layout(m: nn.Module) -> str:

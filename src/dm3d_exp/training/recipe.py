@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from mmengine.hooks import Hook
 
+from ..errors import InputError
 from ..kitti.format import atomic_write_bytes
 from .detectors import repo_root, resolve_detector
 
@@ -58,8 +59,6 @@ def load_config(config: str | os.PathLike, data_root: str | os.PathLike | None =
     if data_root is not None:
         old = cfg.get("data_root")
         if not old:
-            from ..errors import InputError
-
             raise InputError(f"{config}: has no top-level data_root to replace")
         new = str(Path(data_root).absolute()) + "/"
         rebased = _rebase(cfg.to_dict(), old, new)
