@@ -16,7 +16,6 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -25,6 +24,7 @@ import pandas as pd
 
 from .errors import InputError
 from .pipeline.tracking import PARENT_TAG, ROLE_TAG, check_server, sqlite_path
+from .fileio import atomic_write_text
 
 MAP = "metrics.pruned/eval/mAP"
 DENSE_MAP = "metrics.dense/eval/mAP"
@@ -167,17 +167,6 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def markdown(table: pd.DataFrame, source: str = "") -> str:
     """The report as Markdown: a method x FLOPs-target grid of "mAP (delta)" and the full table."""
     many = table[["dataset", "detector"]].drop_duplicates().shape[0] > 1
@@ -203,9 +192,9 @@ def write_report(frame: pd.DataFrame, out_dir, source: str = "") -> pd.DataFrame
     table = summary_table(frame)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_text(out / "report.csv", table.to_csv(index=False))
+    atomic_write_text(out / "report.csv", table.to_csv(index=False))
     pareto_plot(table, out / "pareto.png")
-    _write_text(out / "report.md", markdown(table, source))
+    atomic_write_text(out / "report.md", markdown(table, source))
     return table
 
 

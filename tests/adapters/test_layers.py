@@ -1,7 +1,6 @@
 """Canonical [K, Cout, Cin] views checked against brute-force convolutions written from the view."""
 import itertools
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

@@ -1,6 +1,5 @@
 """Content-addressed stage cache: keys, hits, atomic publish, one computation under concurrency."""
 import multiprocessing as mp
-import os
 import time
 
 import pytest

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from ..kitti.format import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 
 
 def remove_reparametrizations(model: nn.Module) -> None:

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..kitti.format import KittiObjects, atomic_write_bytes, read_calib, read_label_file, read_velodyne
+from ..fileio import atomic_write_bytes
+from ..kitti.format import KittiObjects, read_calib, read_label_file, read_velodyne
 from .calib import image_fov_mask
 from .frame import points_in_label_box
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..kitti.format import KittiObjects, atomic_write_bytes, write_calib, write_label_file, write_velodyne
+from ..fileio import atomic_write_bytes
+from ..kitti.format import KittiObjects, write_calib, write_label_file, write_velodyne
 from .calib import IMAGE_HEIGHT, IMAGE_WIDTH, cam_to_lidar
 from .frame import generate_frame, points_in_label_box
 from .params import GENERATOR_VERSION, SynthParams

@@ -7,13 +7,13 @@ coordinates (x right, y down, z forward), y at the bottom of the box; dimensions
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..fileio import atomic_write_bytes
 
 KITTI_CLASSES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
 
@@ -99,20 +99,6 @@ def format_label_lines(objs: KittiObjects) -> str:
             s += f" {objs.score[i]:.4f}"
         out.append(s)
     return "\n".join(out) + ("\n" if out else "")
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path`` and rename it into place (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_label_file(path: str | os.PathLike, objs: KittiObjects) -> None:

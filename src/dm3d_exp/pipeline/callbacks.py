@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import InputError
 from .tracking import ROLE_TAG, ensure_store, start_run, tracking_uri
+from ..fileio import atomic_write_text
 
 PARENT_ID_FILE = "mlflow_parent_run_id.txt"
 _MAX_RUN_NAME = 250
@@ -41,18 +41,6 @@ def parent_run_id_for_job(sweep_dir) -> Optional[str]:
     except (FileNotFoundError, NotADirectoryError):
         return None
     return text or None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class MlflowSweepCallback(Callback):
@@ -82,7 +70,7 @@ class MlflowSweepCallback(Callback):
         ensure_store(uri)
         run_id = start_run(uri, self.experiment, name[:_MAX_RUN_NAME], {
             ROLE_TAG: "sweep", "dm3d.sweep_dir": str(sweep_dir), "dm3d.overrides": " ".join(overrides)})
-        _write_atomic(sweep_dir / PARENT_ID_FILE, run_id + "\n")
+        atomic_write_text(sweep_dir / PARENT_ID_FILE, run_id + "\n")
         log.info("MLflow parent run %s (experiment %r, %s)", run_id, self.experiment, uri)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ..kitti.format import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 from ..stages import allocate, calibrate, evaluate, prune, sensitivity
 from ..stages.context import RunContext
 from .cache import CacheEntry

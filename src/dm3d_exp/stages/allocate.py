@@ -10,7 +10,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from ..adapters.layers import weight_view
 from ..core import allocate as core_allocate, baselines, levels as core_levels, macs as core_macs

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..adapters import checkpoint as ckpt_mod
 from ..adapters.checkpoint import nonzero_report, save_checkpoint

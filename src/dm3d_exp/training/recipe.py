@@ -20,7 +20,7 @@ import torch
 from mmengine.hooks import Hook
 
 from ..errors import InputError
-from ..kitti.format import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 from .detectors import repo_root, resolve_detector
 
 CHECKPOINT_FILE = "model.pth"
