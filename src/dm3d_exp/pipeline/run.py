@@ -60,8 +60,12 @@ def run_stages(conf: RunConf) -> tuple[dict, dict[str, CacheEntry], _Timeline]:
     entries["evaluate_dense"] = dense_eval = tl.run("evaluate", evaluate.run, ctx, ctx.checkpoint, calib, "dense")
     ckpt = str(pruned.path / "pruned.pth") if conf.pruning.method != "dense" else ctx.checkpoint
     entries["evaluate"] = pruned_eval = tl.run("evaluate", evaluate.run, ctx, ckpt, calib, "pruned")
-    return (_summary(conf, allocate.load(alloc), pruned, evaluate.load(dense_eval), evaluate.load(pruned_eval), tl),
-            entries, tl)
+    summary = _summary(conf, allocate.load(alloc), pruned, evaluate.load(dense_eval), evaluate.load(pruned_eval), tl)
+    if conf.eval.additivity_checks and sens is not None:
+        entries["additivity"] = add = tl.run("additivity", evaluate.additivity, ctx, sens)
+        summary.update({f"distortion/additivity_{k}": v for k, v in add.meta().items() if k.startswith("ratio_")})
+        summary["time/additivity_s"] = tl.seconds["additivity"]
+    return summary, entries, tl
 
 
 def _summary(conf: RunConf, plan: dict, pruned: CacheEntry | None, dense_eval: dict | None,

@@ -123,6 +123,7 @@ class EvalConf:
     split: str = "val"
     num_frames: Optional[int] = None
     distortion_frames: int = 8
+    additivity_checks: int = 0
     batch_size: int = 1
 
     def __post_init__(self):
@@ -130,6 +131,9 @@ class EvalConf:
         if self.num_frames is not None:
             _range("eval.num_frames", self.num_frames, 1, 10_000_000)
         _range("eval.distortion_frames", self.distortion_frames, 0, 100_000)
+        _range("eval.additivity_checks", self.additivity_checks, 0, 1000)
+        if self.additivity_checks and not self.distortion_frames:
+            raise InputError("eval.additivity_checks needs eval.distortion_frames > 0 (the frames it measures D on)")
         _range("eval.batch_size", self.batch_size, 1, 1024)
 
 

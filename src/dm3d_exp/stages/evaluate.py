@@ -11,13 +11,16 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from ..adapters import data as data_mod, kitti_metric
 from ..adapters.data import batches, build_metric, evaluate_detector, headline_map
 from ..adapters.layers import prunable_modules, weight_view
-from ..adapters.sensitivity import DistortionMeter
+from ..adapters.sensitivity import DistortionMeter, additivity_check
+from ..core.levels import level_counts
 from ..pipeline.cache import CacheEntry, code_version, file_sha256
 from ..progress import progress_bar
-from . import calibrate
+from . import calibrate, sensitivity
 from .context import RunContext, seeded_indices
 from .sensitivity import fisher_spec
 
@@ -61,6 +64,33 @@ def run(ctx: RunContext, checkpoint: str | None, calib: CacheEntry, tag: str) ->
         return {"mAP": metrics["mAP"]}
 
     return ctx.cache.get_or_compute("evaluate", cache_inputs(ctx, checkpoint, calib), compute)
+
+
+def additivity(ctx: RunContext, sens: CacheEntry) -> CacheEntry:
+    """Additivity diagnostic (METHOD §3): for random multi-layer allocations (every layer at a uniformly
+    random level of the curves), the sum of single-layer D vs the joint D on held-out frames."""
+    conf = ctx.conf.eval
+
+    def compute(out: Path):
+        curves, orders = sensitivity.load(sens)
+        model = ctx.model()
+        layers = {n: m for n, m in ctx.prunable_layers(model).items() if n in orders}
+        ds = ctx.dataset(conf.split)
+        held_out = seeded_indices(len(ds), min(conf.distortion_frames, len(ds)), 1)
+        meter = DistortionMeter(model, list(batches(model, ds, held_out)), fisher_spec(ctx).distortion)
+        rng = np.random.default_rng(ctx.conf.seed)
+        allocations = []
+        for _ in range(conf.additivity_checks):
+            allocations.append({n: int(level_counts(len(curves[n]) - 1, layers[n].weight.numel())[
+                rng.integers(0, len(curves[n]))]) for n in layers})
+        rows = additivity_check(meter, layers, orders, allocations)
+        (out / "additivity.json").write_text(json.dumps(rows, indent=1))
+        ratios = [r["ratio"] for r in rows]
+        return {"ratio_mean": float(np.mean(ratios)), "ratio_min": float(np.min(ratios)),
+                "ratio_max": float(np.max(ratios))}
+
+    inputs = {"sensitivity": sens.key, "eval": ctx.section("eval"), "seed": ctx.conf.seed, "code": CODE}
+    return ctx.cache.get_or_compute("additivity", inputs, compute)
 
 
 def load(entry: CacheEntry) -> dict:
