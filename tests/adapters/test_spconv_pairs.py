@@ -106,3 +106,29 @@ def test_pair_recorder_averages_per_frame_and_handles_inverse():
     assert np.all(pairs["conv"] == 8 * 8) and pairs["conv"].shape == (9,)
     assert pairs["lin"].shape == (1,) and pairs["lin"][0] == 8 * 8
     assert out.shape == (2, 8, 8, 1)
+
+
+def test_zeroing_one_kernel_offset_removes_exactly_its_pairs_macs():
+    """Tap-aware MACs of a real spconv layer: zeroing tap j removes n_j * Cin * Cout (METHOD §7)."""
+    from dm3d_exp.adapters.layers import layer_spec, weight_view
+    from dm3d_exp.core.macs import LayerCost
+
+    rng = np.random.default_rng(4)
+    shape = [6, 8, 8]
+    model = _Tiny()
+    idx = _random_sites(rng, shape, 40, batch=1)
+    with PairRecorder(model) as rec:
+        model(spconv.SparseConvTensor(torch.randn(len(idx), 2), torch.from_numpy(idx), shape, 1))
+        rec.add_frames(1)
+    pairs = rec.mean_pairs()
+    for name in ("subm", "down", "up"):
+        layer = getattr(model, name)
+        spec = layer_spec(layer)
+        cost = LayerCost(name, pairs[name], spec.cout, spec.cin, spec.kernel)
+        view = weight_view(layer).detach().clone()
+        for j in (0, 13, 26):
+            mask = torch.ones_like(view, dtype=torch.bool)
+            mask[j] = False
+            removed = cost.dense_macs - cost.pruned_macs(mask)
+            assert removed == pytest.approx(pairs[name][j] * spec.cin * spec.cout)
+        assert cost.dense_macs == pytest.approx(pairs[name].sum() * spec.cin * spec.cout)
