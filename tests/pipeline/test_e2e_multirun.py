@@ -112,3 +112,13 @@ def test_single_stage_and_bad_input(workspace, tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2
     assert "error: detector.checkpoint=" in bad.stderr and "does not exist" in bad.stderr
+
+
+def test_submitit_local_launcher(workspace, tmp_path):
+    """The cluster launcher's local twin: jobs run as submitit subprocesses and write their summaries."""
+    _dm3d(workspace, tmp_path, "--multirun", "pruning=uniform", "pruning.flops_target=0.5",
+          "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "tracking=off",
+          f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    (summary,) = _summaries(tmp_path / "sweep")
+    assert summary["config"]["pruning"]["method"] == "uniform"
+    assert summary["pruned/cost/flops_ratio"] <= 0.5 + 1e-9
