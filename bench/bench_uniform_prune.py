@@ -7,7 +7,8 @@ is scored before and after on the synthetic val split (DevkitKittiMetric: mAP = 
 of Car/Pedestrian/Cyclist). Target: the drop is at least 5 mAP (else the benchmark is too easy to show
 differences between allocation methods). Writes bench/results/uniform_prune_<detector>.json (temp file,
 then atomic rename) with dense/pruned metrics, the drop and its ratio to the 5-mAP target. Exits 0 with
-a note (and writes nothing) where the detector has no shipped checkpoint.
+a note (and writes nothing) where the detector has no shipped checkpoint or was trained on data of
+another generator version.
 
     python bench/bench_uniform_prune.py [--detector pointpillars_synth] [--sparsity 0.75] [--frames N]
 """
@@ -25,8 +26,9 @@ from torch.nn.utils import prune
 
 from dm3d_exp.adapters.layers import prunable_modules
 from dm3d_exp.errors import InputError
-from dm3d_exp.kitti.format import atomic_write_bytes
-from dm3d_exp.training import build_detector, evaluate, load_config, resolve_detector
+from dm3d_exp.fileio import atomic_write_bytes
+from dm3d_exp.adapters.detector import build_detector
+from dm3d_exp.training import evaluate, load_config, resolve_detector
 from dm3d_exp.training.recipe import MANIFEST_FILE, headline, set_threads
 
 TARGET_DROP = 5.0
@@ -61,9 +63,14 @@ def main() -> None:
     except InputError as e:
         print(f"{e}; nothing measured")
         return
-    from dm3d_exp.data import SynthParams, ensure_dataset
+    from dm3d_exp.data import GENERATOR_VERSION, SynthParams, ensure_dataset
 
     manifest = json.loads((spec.checkpoint.parent / MANIFEST_FILE).read_text())
+    if manifest["data"]["generator_version"] != GENERATOR_VERSION:
+        print(f"{spec.name} was trained on synthetic data of generator version "
+              f"{manifest['data']['generator_version']}, the installed generator is version {GENERATOR_VERSION}: "
+              f"retrain it (make train-reference DETECTOR={spec.name}); nothing measured")
+        return
     data_root = ensure_dataset(SynthParams.from_dict(manifest["data"]["params"]))
     cfg = load_config(spec.config, data_root)
     model = build_detector(cfg, spec.checkpoint)

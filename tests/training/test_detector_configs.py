@@ -31,19 +31,20 @@ def test_yaml_fields(name):
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_entry_requires_checkpoint_and_data_root(name, tmp_path):
     conf = load_detector_conf(name)
-    assert OmegaConf.is_missing(conf, "checkpoint") and OmegaConf.is_missing(conf, "data_root")
+    assert OmegaConf.is_missing(conf, "checkpoint")
     with pytest.raises(InputError, match=r"checkpoint is required \(pass detector.checkpoint=PATH\)") as e:
-        resolve_detector(conf)
+        resolve_detector(conf, data_root=tmp_path)
     assert "\n" not in str(e.value)
     ckpt = tmp_path / "model.pth"
     conf.checkpoint = str(ckpt)
-    with pytest.raises(InputError, match="data_root is required"):
-        resolve_detector(conf)
-    conf.data_root = str(tmp_path)
-    with pytest.raises(InputError, match=f"checkpoint {ckpt} does not exist"):
-        resolve_detector(conf)
+    with pytest.raises(InputError, match=f"checkpoint {ckpt} does not exist$"):
+        resolve_detector(conf, data_root=tmp_path)
     ckpt.write_bytes(b"")
-    spec = resolve_detector(conf)
+    with pytest.raises(InputError, match=r"needs the dataset root .*\(pass dataset.root=PATH"):
+        resolve_detector(conf)
+    with pytest.raises(InputError, match="is not a directory"):
+        resolve_detector(conf, data_root=tmp_path / "absent")
+    spec = resolve_detector(conf, data_root=tmp_path)
     site = spec.config.relative_to(__import__("mmdet3d").__path__[0])
     assert site.parts[:2] == (".mim", "configs") and spec.config.is_file()
     assert spec.checkpoint == ckpt and spec.data_root == tmp_path
@@ -51,15 +52,21 @@ def test_zoo_entry_requires_checkpoint_and_data_root(name, tmp_path):
 
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_config_loads_and_rebases_onto_data_root(name, tmp_path):
-    conf = load_detector_conf(name)
-    conf.checkpoint, conf.data_root = str(tmp_path / "x.pth"), str(tmp_path)
-    spec = resolve_detector(conf, require_checkpoint=False)
+    spec = resolve_detector(name, require_checkpoint=False, data_root=tmp_path)
     cfg = load_config(spec.config, spec.data_root)
     root = str(tmp_path) + "/"
     assert cfg.data_root == root
     assert cfg.val_dataloader.dataset.data_root == root
     assert cfg.val_evaluator.ann_file.startswith(root)
-    assert list(cfg.point_cloud_range) == pytest.approx(list(conf.point_cloud_range))
+    assert list(cfg.point_cloud_range) == pytest.approx(list(spec.point_cloud_range))
+
+
+def test_run_config_schema_accepts_detector_yamls():
+    """The pipeline's typed DetectorConf takes every detector yaml as is (no extra keys)."""
+    from dm3d_exp.pipeline.schema import DetectorConf
+
+    for name in available_detectors():
+        OmegaConf.merge(OmegaConf.structured(DetectorConf), load_detector_conf(name))
 
 
 def test_unknown_detector_and_bad_fields(tmp_path):
@@ -75,7 +82,10 @@ def test_unknown_detector_and_bad_fields(tmp_path):
         resolve_detector(conf, require_checkpoint=False)
     conf = OmegaConf.to_container(load_detector_conf("pointpillars_synth"))
     conf["checkpoint"] = None
-    with pytest.raises(InputError, match="checkpoint is null; train it first"):
+    with pytest.raises(InputError, match=r"checkpoint is null \(train it: make train-reference DETECTOR="):
+        resolve_detector(conf)
+    conf["checkpoint"] = str(tmp_path / "none.pth")
+    with pytest.raises(InputError, match=r"does not exist \(train it: make train-reference"):
         resolve_detector(conf)
 
 
@@ -103,7 +113,8 @@ def test_synthetic_detector_builds_and_predicts(name, tmp_path):
 
     from dm3d_exp.adapters.layers import prunable_modules
     from dm3d_exp.data import SynthParams, ensure_dataset
-    from dm3d_exp.training import build_detector, evaluate
+    from dm3d_exp.adapters.detector import build_detector
+    from dm3d_exp.training import evaluate
 
     root = ensure_dataset(SynthParams(num_train=1, num_val=2, seed=2), root=tmp_path / "ds", workers=1)
     spec = resolve_detector(name, require_checkpoint=False)

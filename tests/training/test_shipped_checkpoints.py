@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from dm3d_exp.training import available_detectors, build_detector, evaluate, load_config, resolve_detector
+from dm3d_exp.adapters.detector import build_detector
+from dm3d_exp.training import available_detectors, evaluate, load_config, resolve_detector
 from dm3d_exp.training.detectors import repo_root
 from dm3d_exp.training.recipe import CHECKPOINT_FILE, MANIFEST_FILE, headline, sha256_file
 

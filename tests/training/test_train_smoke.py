@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from dm3d_exp.data import SynthParams, ensure_dataset
-from dm3d_exp.training import TrainOptions, build_detector, load_config, resolve_detector, train
+from dm3d_exp.adapters.detector import build_detector
+from dm3d_exp.training import TrainOptions, load_config, resolve_detector, train
 from dm3d_exp.training.recipe import sha256_file
 
 pytestmark = pytest.mark.mmdet3d

@@ -30,6 +30,8 @@ def build_dataset(cfg, data_root: str | os.PathLike, fmt: str, split: str):
     from mmdet3d.registry import DATASETS
 
     ds_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
+    if ds_cfg.type == "KittiDataset":  # keep frame ids as sample_idx: DevkitKittiMetric looks GT up by them
+        ds_cfg.type = "KittiFrameIdDataset"
     ds_cfg.data_root = str(data_root)
     ds_cfg.ann_file = info_path(data_root, fmt, split)
     ds_cfg.test_mode = True

@@ -20,7 +20,7 @@ def setup_mmdet3d() -> None:
     register_all_modules(init_default_scope=True)
     # the newest MMLogger instance is mmengine's "current" one: keep dataset/metric chatter at WARNING
     MMLogger.get_instance("dm3d_exp", log_level="WARNING")
-    from . import kitti_metric  # noqa: F401  (registers DevkitKittiMetric)
+    from . import kitti_metric, mmdet3d_modules  # noqa: F401  (register DevkitKittiMetric, KittiFrameIdDataset, ...)
 
     if not torch.cuda.is_available():
         try:

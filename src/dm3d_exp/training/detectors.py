@@ -1,10 +1,10 @@
 """Detector specs: the small Hydra yaml per detector under ``conf/detector/`` and where its files are.
 
 A spec names an mmdet3d config file and a checkpoint. Synthetic-benchmark detectors ship both in the
-repository (``conf/detector/mmdet3d/*.py``, ``checkpoints/<name>/``); model-zoo detectors point at the
-configs shipped inside the installed mmdet3d package (``mmdet3d::<dir>/<file>.py`` resolves to
-``<site-packages>/mmdet3d/.mim/configs/<dir>/<file>.py``) and need the user's checkpoint and dataset root
-(``???`` in the yaml: OmegaConf's mandatory value).
+repository (``conf/detector/mmdet3d/*.py``, ``checkpoints/<name>/``) and generate their dataset; model-zoo
+detectors point at the configs shipped inside the installed mmdet3d package (``mmdet3d::<dir>/<file>.py``
+resolves to ``<site-packages>/mmdet3d/.mim/configs/<dir>/<file>.py``) and need the user's checkpoint
+(``checkpoint: ???``, OmegaConf's mandatory value) and dataset root (``dataset.root`` in the run config).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def available_detectors() -> list[str]:
 
 @dataclass(frozen=True)
 class DetectorSpec:
-    """A resolved detector entry: absolute config path, checkpoint (or None) and optional dataset root."""
+    """A resolved detector entry: absolute config path, checkpoint (or None) and dataset root (or None)."""
 
     name: str
     config: Path
@@ -64,12 +64,14 @@ def load_detector_conf(name: str) -> DictConfig:
     return OmegaConf.load(path)
 
 
-def resolve_detector(conf: DictConfig | dict | str, require_checkpoint: bool = True) -> DetectorSpec:
+def resolve_detector(conf: DictConfig | dict | str, require_checkpoint: bool = True,
+                     data_root: str | os.PathLike | None = None) -> DetectorSpec:
     """Check a detector entry (a name or its yaml content) and resolve its files.
 
-    Raises InputError with one line naming the missing or wrong field: an unset (``???``) or absent
-    checkpoint / dataset root, a missing config or checkpoint file. ``require_checkpoint=False`` accepts
-    ``checkpoint: null`` (a detector about to be trained).
+    Raises InputError with one line naming what is missing or wrong: an unset (``???``) or null
+    checkpoint, a missing config or checkpoint file, or, for model-zoo entries, no ``data_root`` (their
+    dataset is the user's, not generated). ``require_checkpoint=False`` accepts a checkpoint that is
+    null, unset or not yet written (a detector about to be trained).
     """
     if isinstance(conf, str):
         conf = load_detector_conf(conf)
@@ -80,27 +82,31 @@ def resolve_detector(conf: DictConfig | dict | str, require_checkpoint: bool = T
     for key in _FIELDS:
         if key not in present:
             raise InputError(f"detector {name}: field {key!r} is missing from its yaml")
-    for key in ("mmdet3d_config", "checkpoint", "data_root"):
-        if key in present and OmegaConf.is_missing(conf, key):
-            if key == "checkpoint" and not require_checkpoint:
-                continue
-            raise InputError(f"detector {name}: {key} is required (pass detector.{key}=PATH)")
+    if OmegaConf.is_missing(conf, "mmdet3d_config"):
+        raise InputError(f"detector {name}: mmdet3d_config is required (pass detector.mmdet3d_config=PATH)")
+    zoo = str(conf.mmdet3d_config).startswith(MMDET3D_PREFIX)
     config = _resolve_path(str(conf.mmdet3d_config))
     if not config.is_file():
         raise InputError(f"detector {name}: mmdet3d config {config} does not exist")
     checkpoint = None
-    if not OmegaConf.is_missing(conf, "checkpoint") and conf.checkpoint is not None:
+    if OmegaConf.is_missing(conf, "checkpoint"):
+        if require_checkpoint:
+            raise InputError(f"detector {name}: checkpoint is required (pass detector.checkpoint=PATH)")
+    elif conf.checkpoint is not None:
         checkpoint = _resolve_path(str(conf.checkpoint))
-    if checkpoint is None and require_checkpoint:
-        raise InputError(f"detector {name}: checkpoint is null; train it first (make train-reference "
-                         f"DETECTOR={name}) or pass detector.checkpoint=PATH")
-    if checkpoint is not None and require_checkpoint and not checkpoint.is_file():
-        hint = "" if "data_root" in present else f" (train it: make train-reference DETECTOR={name})"
-        raise InputError(f"detector {name}: checkpoint {checkpoint} does not exist{hint}")
-    data_root = None
-    if "data_root" in present and not OmegaConf.is_missing(conf, "data_root") and conf.data_root is not None:
-        data_root = _resolve_path(str(conf.data_root))
-        if not data_root.is_dir():
-            raise InputError(f"detector {name}: data_root {data_root} is not a directory")
+    if require_checkpoint:
+        hint = "" if zoo else f" (train it: make train-reference DETECTOR={name})"
+        if checkpoint is None:
+            raise InputError(f"detector {name}: checkpoint is null{hint}, or pass detector.checkpoint=PATH")
+        if not checkpoint.is_file():
+            raise InputError(f"detector {name}: checkpoint {checkpoint} does not exist{hint}")
+    if data_root is None and zoo:
+        raise InputError(f"detector {name}: needs the dataset root its checkpoint is evaluated on "
+                         f"(pass dataset.root=PATH, a root prepared by mmdet3d's tools/create_data.py)")
+    root = None
+    if data_root is not None:
+        root = Path(os.path.expanduser(str(data_root))).absolute()
+        if not root.is_dir():
+            raise InputError(f"detector {name}: dataset root {root} is not a directory")
     return DetectorSpec(str(name), config, checkpoint, tuple(conf.classes),
-                        tuple(float(v) for v in conf.point_cloud_range), data_root)
+                        tuple(float(v) for v in conf.point_cloud_range), root)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from mmengine.hooks import Hook
 
+from ..adapters.detector import build_detector
 from ..errors import InputError
 from ..fileio import atomic_write_bytes
 from .detectors import repo_root, resolve_detector
@@ -50,12 +51,15 @@ def _rebase(node, old: str, new: str):
 def load_config(config: str | os.PathLike, data_root: str | os.PathLike | None = None):
     """mmengine Config of an mmdet3d config file with its ``data_root`` replaced by ``data_root``.
 
-    Every string value starting with the file's own ``data_root`` (dataset roots, info files, the GT
-    database, the evaluator's ann_file) is rebased, so one argument points the whole config at a dataset.
+    ``config`` may use the ``mmdet3d::`` prefix (mmdet3d's shipped configs). Every string value starting
+    with the file's own ``data_root`` (dataset roots, info files, the GT database, the evaluator's
+    ann_file) is rebased, so one argument points the whole config at a dataset.
     """
     from mmengine.config import Config
 
-    cfg = Config.fromfile(str(config))
+    from ..adapters.detector import load_config as load_mmdet3d_config
+
+    cfg = load_mmdet3d_config(str(config))
     if data_root is not None:
         old = cfg.get("data_root")
         if not old:
@@ -63,7 +67,7 @@ def load_config(config: str | os.PathLike, data_root: str | os.PathLike | None =
         new = str(Path(data_root).absolute()) + "/"
         rebased = _rebase(cfg.to_dict(), old, new)
         rebased["data_root"] = new
-        cfg = Config(rebased, filename=str(config))
+        cfg = Config(rebased, filename=cfg.filename)
     return cfg
 
 
@@ -75,22 +79,6 @@ def set_threads(threads: int | None) -> None:
     """
     if threads:
         torch.set_num_threads(int(threads))
-
-
-def build_detector(config, checkpoint: str | os.PathLike | None = None, device: str = "cpu"):
-    """Build the model of a loaded config (see ``load_config``), load ``checkpoint`` strictly, eval mode."""
-    from mmengine.runner import load_checkpoint
-
-    from ..adapters.runtime import setup_mmdet3d
-
-    setup_mmdet3d()
-    from mmdet3d.registry import MODELS
-
-    model = MODELS.build(copy.deepcopy(config.model))
-    if checkpoint is not None:
-        load_checkpoint(model, str(checkpoint), map_location="cpu", strict=True, logger="silent")
-    model.cfg = config
-    return model.to(device).eval()
 
 
 def evaluate(model, config, num_frames: int | None = None) -> dict[str, float]:

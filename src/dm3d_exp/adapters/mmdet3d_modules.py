@@ -1,4 +1,4 @@
-"""mmdet3d additions the synthetic-benchmark configs need; imported through their ``custom_imports``.
+"""mmdet3d additions registered by ``setup_mmdet3d`` (and the synthetic configs' ``custom_imports``).
 
 - numpy >= 1.24 removed ``np.long``, which mmdet3d 1.4.0's ``DataBaseSampler.sample_all`` (ObjectSample
   augmentation) still uses: the alias is restored as ``np.int64`` (what ``np.long`` was on Linux).
