@@ -46,3 +46,28 @@ def test_torch_prune_reparametrisation_is_baked(tmp_path):
     assert "bbox_head.conv_cls.weight_orig" not in sd
     assert int((w == 0).sum()) == round(0.75 * w.numel())
     build_detector(tiny_pointpillars(), path)  # strict load succeeds
+
+
+class _Opaque:
+    """Stands for mmengine's pickled training state (message hub buffers) in a checkpoint."""
+
+    def __init__(self):
+        self.history = [1.0, 2.0]
+
+
+def test_read_checkpoint_training_state_and_bad_files(tmp_path):
+    from dm3d_exp.adapters.detector import read_checkpoint
+    from dm3d_exp.errors import InputError
+
+    det = build_detector(tiny_pointpillars())
+    path = tmp_path / "epoch_1.pth"
+    torch.save({"state_dict": det.state_dict(), "message_hub": _Opaque()}, path)
+    loaded = build_detector(tiny_pointpillars(), path)  # weights_only=False fallback for training files
+    assert all(torch.equal(a, b) for a, b in zip(det.state_dict().values(), loaded.state_dict().values()))
+    assert read_checkpoint(path)["message_hub"].history == [1.0, 2.0]
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(InputError, match="broken.pth.*not a readable torch file"):
+        read_checkpoint(broken)
+    with pytest.raises(InputError, match="does not exist"):
+        read_checkpoint(tmp_path / "missing.pth")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -34,18 +36,30 @@ def load_config(config):
     return Config.fromfile(path)
 
 
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint file's contents. Plain tensors load with ``weights_only=True``; mmengine training
+    checkpoints (and many model-zoo files) also pickle optimizer / message-hub objects, which torch >= 2.6
+    refuses by default: those are loaded with ``weights_only=False`` — only load files you trust."""
+    if not os.path.isfile(path):
+        raise InputError(f"checkpoint {str(path)!r} does not exist (expected a .pth file)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
+        raise InputError(f"checkpoint {str(path)!r} is not a readable torch file ({e.__class__.__name__})") from None
+
+
 def build_detector(config, checkpoint: str | os.PathLike | None = None, device: str = "cpu") -> nn.Module:
     """mmdet3d model from ``config`` with weights from ``checkpoint`` (strict: no missing/unexpected keys)."""
     setup_mmdet3d()
     from mmdet3d.registry import MODELS
-    from mmengine.runner import load_checkpoint
+    from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
     cfg = load_config(config)
     model = MODELS.build(cfg.model)
     if checkpoint is not None:
-        if not os.path.isfile(checkpoint):
-            raise InputError(f"checkpoint {str(checkpoint)!r} does not exist (expected a .pth file)")
-        load_checkpoint(model, str(checkpoint), map_location="cpu", strict=True, logger="silent")
+        _load_checkpoint_to_model(model, read_checkpoint(checkpoint), strict=True, logger="silent")
     model.cfg = cfg
     return model.to(device).eval()
 
