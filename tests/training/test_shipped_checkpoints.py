@@ -8,7 +8,7 @@ import pytest
 from dm3d_exp.adapters.detector import build_detector
 from dm3d_exp.training import available_detectors, evaluate, load_config, resolve_detector
 from dm3d_exp.training.detectors import repo_root
-from dm3d_exp.training.recipe import CHECKPOINT_FILE, MANIFEST_FILE, headline, sha256_file
+from dm3d_exp.training.recipe import CHECKPOINT_FILE, MANIFEST_FILE, config_sha256, headline, sha256_file
 
 pytestmark = [pytest.mark.mmdet3d, pytest.mark.slow]
 
@@ -26,7 +26,7 @@ def test_shipped_checkpoint_reproduces_manifest(name):
     spec = resolve_detector(name)
     assert spec.checkpoint == folder / CHECKPOINT_FILE
     assert sha256_file(spec.checkpoint) == manifest["checkpoint"]["sha256"]
-    assert sha256_file(spec.config) == manifest["config"]["sha256"], "config changed since training"
+    assert config_sha256(spec.config) == manifest["config"]["sha256"], "config changed since training"
     assert spec.checkpoint.stat().st_size <= 20 * 2**20
     if manifest["data"]["generator_version"] != GENERATOR_VERSION:
         pytest.skip(f"checkpoint trained on generator version {manifest['data']['generator_version']}, "

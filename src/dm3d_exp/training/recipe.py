@@ -37,6 +37,17 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def config_sha256(config: str | os.PathLike) -> str:
+    """Hex sha256 of the *resolved* config (``_base_`` inheritance applied, ``data_root`` normalised).
+
+    Canonical JSON of the mmengine config tree, so refactoring a config file (moving shared blocks into a
+    ``_base_``) keeps the digest while any change of a value the model or the training sees changes it.
+    """
+    cfg = load_config(config, "/dm3d-data-root")
+    text = json.dumps(cfg.to_dict(), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _rebase(node, old: str, new: str):
     """Copy of a config tree with every string that starts with ``old`` starting with ``new`` instead."""
     if isinstance(node, str):
@@ -179,6 +190,7 @@ class TrainOptions:
     out_dir: str | None = None  # default: checkpoints/<detector>
     check_frames: int = 60
     log_interval: int = 10
+    init_from: str | None = None  # warm start: weights of this checkpoint (fresh optimizer and schedule)
 
 
 class _Recorder(Hook):
@@ -236,6 +248,9 @@ def _prepare_config(opts: TrainOptions, config_path: Path, data_root: Path, work
         cfg.optim_wrapper.optimizer.lr = opts.lr
     cfg.default_hooks.logger.interval = opts.log_interval
     cfg.work_dir = str(work_dir)
+    if opts.init_from is not None:
+        cfg.load_from = str(Path(opts.init_from).expanduser().absolute())
+        cfg.resume = False
     cfg.randomness = dict(seed=opts.seed, deterministic=False)
     cfg.launcher = "none"
     return cfg
@@ -259,7 +274,8 @@ def train(opts: TrainOptions) -> dict:
     work_dir = Path(opts.work_dir or repo_root() / "outputs" / "train" / spec.name)
     out_dir = Path(opts.out_dir or repo_root() / "checkpoints" / spec.name)
     setup_mmdet3d()
-    config_sha256 = sha256_file(spec.config)
+    digest = config_sha256(spec.config)
+    init = _init_record(opts.init_from)
     cfg = _prepare_config(opts, spec.config, data_root, work_dir)
 
     rec = _Recorder()
@@ -281,7 +297,7 @@ def train(opts: TrainOptions) -> dict:
     check = headline(evaluate(reloaded, eval_cfg, opts.check_frames))
     manifest = {
         "name": spec.name,
-        "config": {"path": _rel(spec.config), "sha256": config_sha256},
+        "config": {"path": _rel(spec.config), "sha256": digest, "digest_of": "resolved config (config_sha256)"},
         "seed": opts.seed,
         "options": asdict(opts),
         "data": {"generator_version": data_manifest["generator_version"], "params": data_manifest["params"],
@@ -292,6 +308,8 @@ def train(opts: TrainOptions) -> dict:
                      "loss_first": losses[0], "loss_last": losses[-1],
                      "loss_mean_first_10pct": sum(losses[:n10]) / n10, "loss_mean_last_10pct": sum(losses[-n10:]) / n10,
                      "relative_weight_change": rec.relative_change(runner.model),
+                     "init_from": init,
+                     "total_epochs": runner.epoch + (init or {}).get("total_epochs", 0),
                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         "val": {"split": "val", "frames": data_manifest["params"]["num_val"], **headline(rec.metrics),
                 "all": {k: float(v) for k, v in rec.metrics.items()}},
@@ -301,6 +319,25 @@ def train(opts: TrainOptions) -> dict:
     }
     atomic_write_bytes(out_dir / MANIFEST_FILE, (json.dumps(manifest, indent=1) + "\n").encode())
     return manifest
+
+
+def _init_record(init_from: str | None) -> dict | None:
+    """Lineage of a warm start: the initial checkpoint's sha256 and, when it sits next to its manifest,
+    that manifest's epochs and val mAP (``total_epochs`` accumulates over warm starts)."""
+    if init_from is None:
+        return None
+    path = Path(init_from).expanduser()
+    if not path.is_file():
+        raise InputError(f"init_from={init_from!r}: no such checkpoint file")
+    out = {"file": _rel(path.absolute()), "sha256": sha256_file(path)}
+    prior = path.parent / MANIFEST_FILE
+    if prior.is_file():
+        m = json.loads(prior.read_text())
+        if m.get("checkpoint", {}).get("sha256") == out["sha256"]:
+            t = m.get("training", {})
+            out.update(total_epochs=int(t.get("total_epochs", t.get("epochs", 0))),
+                       val_mAP=m.get("val", {}).get("mAP"), finished=t.get("finished"))
+    return out
 
 
 def _rel(path: Path) -> str:
