@@ -3,14 +3,17 @@
 mmdet3d's own ``KittiMetric`` uses a numba-CUDA rotated IoU that needs a GPU (or the CUDA simulator)
 and returns IoU 0 or 1/3 for identical rotated boxes (../shared/data/README.md). ``DevkitKittiMetric``
 keeps mmdet3d's prediction conversion (``convert_valid_bboxes``: LiDAR -> camera boxes, 2D projection
-through P2) and replaces the scoring with :func:`dm3d_exp.kitti.eval.evaluate`. It also looks up infos
-by ``sample_idx`` (mmdet3d indexes the info list by it, which breaks on subsets and non-contiguous ids).
+through P2) and replaces the scoring with :func:`dm3d_exp.kitti.eval.evaluate`. It matches each
+prediction to its info by the point-cloud file name (``lidar_path``), not by ``sample_idx``: mmdet3d's
+KittiMetric indexes the info list by ``sample_idx``, which plain ``KittiDataset`` sets to the sample's list
+position, so subsets (``indices``) and non-contiguous frame ids would be scored against the wrong frames.
 
 Results: ``<Class>/<metric>/<difficulty>/<R40|R11>`` (percent) and ``mAP`` = mean over the evaluated
 classes of the moderate 3D AP R40 (the project's headline number).
 """
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Sequence
 
 import numpy as np
@@ -50,20 +53,40 @@ class DevkitKittiMetric(KittiMetric):
         super().__init__(*args, **kwargs)
         self.eval_classes = tuple(classes) if classes else None
 
+    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
+        """KittiMetric's processing, also keeping each sample's point-cloud file name (the lookup key)."""
+        start = len(self.results)
+        super().process(data_batch, data_samples)
+        for res, sample in zip(self.results[start:], data_samples):
+            path = sample.get("lidar_path")
+            res["lidar_file"] = PurePath(path).name if path else None
+
     def compute_metrics(self, results: list[dict]) -> dict[str, float]:
         infos = load(self.ann_file, backend_args=self.backend_args)
         label2cat = {v: k for k, v in infos["metainfo"]["categories"].items()}
+        by_file = {PurePath(info["lidar_points"]["lidar_path"]).name: info for info in infos["data_list"]}
         by_idx = {info["sample_idx"]: info for info in infos["data_list"]}
         class_names = self.dataset_meta["classes"]
         gts, dts = [], []
         for res in results:
-            info = by_idx[res["sample_idx"]]
+            info = self._info_of(res, by_file, by_idx)
             gts.append(gt_objects_from_info(info, label2cat))
             dts.append(self._det_objects(res["pred_instances_3d"], info, class_names))
         classes = self.eval_classes or tuple(c for c in ("Car", "Pedestrian", "Cyclist") if c in class_names)
         ap = evaluate(gts, dts, classes=classes, report_undetected=True)
         ap["mAP"] = float(np.mean([ap["/".join((c, *HEADLINE))] for c in classes]))
         return ap
+
+    def _info_of(self, res: dict, by_file: dict, by_idx: dict) -> dict:
+        """The info a result belongs to: by point-cloud file name, else (no ``lidar_path``) by sample_idx."""
+        name = res.get("lidar_file")
+        if name:
+            if name not in by_file:
+                raise KeyError(f"prediction for point cloud {name!r} has no entry in {self.ann_file}")
+            return by_file[name]
+        if res["sample_idx"] not in by_idx:
+            raise KeyError(f"prediction for sample_idx {res['sample_idx']!r} has no entry in {self.ann_file}")
+        return by_idx[res["sample_idx"]]
 
     def _det_objects(self, pred: dict, info: dict, class_names) -> KittiObjects:
         box = self.convert_valid_bboxes(pred, info)
