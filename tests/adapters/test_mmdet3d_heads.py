@@ -7,14 +7,16 @@ pytest.importorskip("mmdet3d", reason="mmdet3d not installed")
 from dm3d_exp.adapters.detector import build_detector, points_batch
 from dm3d_exp.adapters.heads import head_outputs, output_group
 from dm3d_exp.adapters.layers import layer_spec, prunable_modules
-from tiny_detectors import random_points, tiny_centerpoint, tiny_pointpillars
+from tiny_detectors import he_init, random_points, tiny_centerpoint, tiny_pointpillars, tiny_pv_rcnn
+
+TINY = {"pointpillars": tiny_pointpillars, "centerpoint": tiny_centerpoint, "pv_rcnn": tiny_pv_rcnn}
 
 
-@pytest.fixture(scope="module", params=["pointpillars", "centerpoint"])
+@pytest.fixture(scope="module", params=sorted(TINY))
 def model(request):
     torch.manual_seed(0)
-    cfg = tiny_pointpillars() if request.param == "pointpillars" else tiny_centerpoint()
-    return request.param, build_detector(cfg)
+    det = build_detector(TINY[request.param]())
+    return request.param, he_init(det) if request.param == "pv_rcnn" else det
 
 
 def test_head_outputs_grouped_and_differentiable(model):
@@ -26,6 +28,12 @@ def test_head_outputs_grouped_and_differentiable(model):
     if kind == "pointpillars":
         assert groups["cls_score.level0"] == "conf" and groups["bbox_pred.level0"] == "loc"
         assert outs["cls_score.level0"].shape[1] == 18  # 3 classes x 2 rotations x 3 sizes
+    elif kind == "pv_rcnn":
+        assert groups["rpn.cls_score.level0"] == "conf" and groups["rpn.dir_cls_pred.level0"] == "loc"
+        assert groups["roi.bbox_scores"] == "conf" and groups["roi.bbox_reg"] == "loc"
+        n_rois = sum(len(s.proposals) for s in samples)
+        assert 0 < n_rois <= 16 and outs["roi.bbox_scores"].shape[0] == n_rois
+        assert outs["roi.bbox_reg"].shape == (n_rois, 7)
     else:
         assert groups["task0.heatmap"] == "conf" and groups["task1.heatmap"] == "conf"
         assert groups["task0.reg"] == "loc" and outs["task1.heatmap"].shape[1] == 2
@@ -40,6 +48,8 @@ def test_prunable_layers_cover_sparse_and_dense_types(model):
     kind, det = model
     kinds = {layer_spec(m).kind for _, m in prunable_modules(det)}
     expected = {"linear", "conv", "conv_transpose"} if kind == "pointpillars" else {"subm_conv", "sparse_conv", "conv", "conv_transpose"}
+    if kind == "pv_rcnn":  # VSA / RoI-grid MLPs (1x1 Conv2d) and the RoI head's fully connected layers
+        expected |= {"linear"}
     assert expected <= kinds
 
 
@@ -51,3 +61,32 @@ def test_head_outputs_deterministic(model):
         b = head_outputs(det, inputs, samples)
     # spconv's CPU gather/scatter may reorder float32 sums between calls: equal up to rounding
     assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-3 * float(a[k].abs().max())) for k in a)
+
+
+def test_pv_rcnn_roi_outputs_refine_the_dense_proposals():
+    """Perturbed weights change the RoI head's outputs but not the RoIs they refine (METHOD.md §2)."""
+    torch.manual_seed(0)
+    det = he_init(build_detector(tiny_pv_rcnn()))
+    inputs, samples = points_batch(det, [random_points(2)])
+    with torch.no_grad():
+        dense = head_outputs(det, inputs, samples)
+        rois = samples[0].proposals.bboxes_3d.tensor.clone()
+        conv = det.rpn_head.conv_cls
+        saved = conv.weight.clone()
+        conv.weight.add_(0.5)
+        try:
+            perturbed = head_outputs(det, inputs, samples)
+        finally:
+            conv.weight.copy_(saved)
+        fresh_samples = points_batch(det, [random_points(2)])[1]
+        conv.weight.add_(0.5)
+        try:
+            head_outputs(det, inputs, fresh_samples)  # no stored proposals: the perturbed RPN proposes
+        finally:
+            conv.weight.copy_(saved)
+    assert torch.equal(samples[0].proposals.bboxes_3d.tensor, rois)
+    # only the RPN was perturbed: on the stored RoIs, the RoI head sees the same features and answers alike
+    for key in ("roi.bbox_scores", "roi.bbox_reg"):
+        assert torch.allclose(perturbed[key], dense[key], rtol=1e-3, atol=1e-3 * float(dense[key].abs().max()))
+    assert not torch.allclose(perturbed["rpn.cls_score.level0"], dense["rpn.cls_score.level0"])
+    assert not torch.equal(fresh_samples[0].proposals.bboxes_3d.tensor, rois)

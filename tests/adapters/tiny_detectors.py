@@ -1,4 +1,4 @@
-"""Tiny versions of mmdet3d's own PointPillars and CenterPoint configs for fast CPU tests."""
+"""Tiny versions of mmdet3d's own PointPillars, CenterPoint and PV-RCNN configs for fast CPU tests."""
 import numpy as np
 
 from dm3d_exp.adapters.detector import load_config
@@ -39,6 +39,40 @@ def tiny_centerpoint():
     m.test_cfg.pts.update(voxel_size=vs[:2], min_radius=[4, 0.85], post_center_limit_range=[-10, -10, -10, 10, 10, 10])
     m.train_cfg.pts.update(voxel_size=vs, grid_size=[64, 64, 40])
     return cfg
+
+
+def tiny_pv_rcnn():
+    """PV-RCNN over RANGE: 0.1 m voxels (sparse grid 41 x 128 x 128), mmdet3d's sparse encoder, VSA and RoI
+    head unchanged, 128 keypoints, a 1+1-layer 16/32-channel BEV backbone and at most 16 proposals."""
+    cfg = load_config("mmdet3d::pv_rcnn/pv_rcnn_8xb2-80e_kitti-3d-3class.py")
+    m = cfg.model
+    vs = [0.1, 0.1, 0.1]
+    m.data_preprocessor.voxel_layer.update(point_cloud_range=RANGE, voxel_size=vs, max_voxels=(4000, 4000))
+    m.middle_encoder.update(sparse_shape=[41, 128, 128])
+    m.points_encoder.update(num_keypoints=128, voxel_size=vs, point_cloud_range=RANGE)
+    m.backbone.update(layer_nums=[1, 1], out_channels=[16, 32])
+    m.neck.update(in_channels=[16, 32], out_channels=[16, 16])
+    m.rpn_head.update(in_channels=32, feat_channels=32)
+    m.rpn_head.anchor_generator.ranges = [RANGE[:2] + [-0.6] + RANGE[3:5] + [-0.6]] * 2 + [RANGE[:2] + [-1.78] + RANGE[3:5] + [-1.78]]
+    m.test_cfg.rpn.update(nms_pre=200, nms_post=16, max_num=16)
+    return cfg
+
+
+def he_init(model, seed=0):
+    """He-normal weights (std sqrt(2 / (taps * Cin)), through the canonical [K, Cout, Cin] view, so every
+    layout is handled alike): a randomly initialised 12-layer sparse encoder otherwise shrinks its
+    features to ~1e-6, and all heads would see zeros."""
+    import torch
+
+    from dm3d_exp.adapters.layers import prunable_modules, weight_view
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, module in prunable_modules(model):
+            view = weight_view(module)
+            fan_in = view.shape[0] * view.shape[2]
+            view.copy_(torch.randn(view.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+    return model
 
 
 def random_points(seed, n=1500, rng_box=(0.5, -6.0, -2.5, 12.0, 6.0, 0.5)):

@@ -4,7 +4,12 @@ One extractor per head family, chosen by what the model has:
 - single-stage voxel detectors (VoxelNet / PointPillars, SECOND): ``extract_feat`` + ``bbox_head`` —
   Anchor3DHead gives per level cls_score (conf), bbox_pred and dir_cls_pred (loc);
 - CenterPoint (MVXTwoStageDetector, whose mode='tensor' is a stub in mmdet3d 1.4): ``extract_feat`` +
-  ``pts_bbox_head`` — CenterHead gives per task heatmap (conf) and reg/height/dim/rot/vel (loc).
+  ``pts_bbox_head`` — CenterHead gives per task heatmap (conf) and reg/height/dim/rot/vel (loc);
+- PV-RCNN (PointVoxelRCNN): the first stage's Anchor3DHead outputs (``rpn.*``) plus the RoI head's box
+  scores (conf) and box refinements (loc) (``roi.*``) on the *dense* model's proposals. The proposals are
+  computed once per batch, on the first call, and stored on its data samples (``sample.proposals``, the
+  attribute mmdet3d's two-stage detectors read): later calls with perturbed weights refine the same
+  RoIs, so the RoI outputs stay comparable element by element (METHOD.md §2).
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from torch import nn
 
 # Output-name -> group tables (METHOD.md §2).
 ANCHOR_HEAD_GROUPS = {"cls_score": "conf", "bbox_pred": "loc", "dir_cls_pred": "loc"}
+ROI_HEAD_GROUPS = {"bbox_scores": "conf", "bbox_reg": "loc"}
 CENTER_HEAD_GROUPS = {"heatmap": "conf", "hm": "conf", "reg": "loc", "center": "loc", "height": "loc",
                       "center_z": "loc", "dim": "loc", "rot": "loc", "vel": "loc"}
 
@@ -38,10 +44,46 @@ def _center_outputs(outs) -> dict[str, torch.Tensor]:
     return result
 
 
+def _pv_rcnn_outputs(model: nn.Module, inputs: Mapping, data_samples) -> dict[str, torch.Tensor]:
+    from mmdet3d.structures import bbox3d2roi
+
+    if data_samples is None:
+        raise ValueError("PV-RCNN head outputs need the batch's data samples (they carry the proposals)")
+    feats = model.extract_feat(inputs)
+    rpn_outs = model.rpn_head(feats["neck_feats"])
+    proposals = _dense_proposals(model, rpn_outs, data_samples)
+    points = model.extract_points_feat(inputs, feats, proposals)
+    roi = model.roi_head
+    seg = roi.semantic_head(points["keypoint_features"])["seg_preds"]
+    gated = points["fusion_keypoint_features"] * seg.sigmoid().max(dim=-1, keepdim=True).values
+    rois = bbox3d2roi([p.bboxes_3d.tensor for p in proposals])
+    refined = roi._bbox_forward(gated, points["keypoints"], rois)
+    result = {f"rpn.{k}": v for k, v in _anchor_outputs(rpn_outs).items()}
+    result.update({f"roi.{k}": refined[k] for k in ROI_HEAD_GROUPS})
+    return result
+
+
+def _dense_proposals(model: nn.Module, rpn_outs, data_samples) -> list:
+    """The samples' stored proposals; on the first call, the current model's RPN proposals, stored."""
+    if all(hasattr(s, "proposals") for s in data_samples):
+        return [s.proposals for s in data_samples]
+    metas = [s.metainfo for s in data_samples]
+    with torch.no_grad():
+        detached = [[t.detach() for t in level] for level in rpn_outs]
+        proposals = model.rpn_head.predict_by_feat(*detached, cfg=model.rpn_head.test_cfg, batch_input_metas=metas)
+    for sample, prop in zip(data_samples, proposals):
+        sample.proposals = prop
+    return proposals
+
+
 def output_group(name: str) -> str:
     """'loc' or 'conf' for an output name produced by ``head_outputs``."""
-    base = name.split(".")[-1] if name.startswith("task") else name.split(".")[0]
-    table = CENTER_HEAD_GROUPS if name.startswith("task") else ANCHOR_HEAD_GROUPS
+    if name.startswith("task"):
+        base, table = name.split(".")[-1], CENTER_HEAD_GROUPS
+    elif name.startswith("roi."):
+        base, table = name.split(".")[1], ROI_HEAD_GROUPS
+    else:
+        base, table = name.removeprefix("rpn.").split(".")[0], ANCHOR_HEAD_GROUPS
     if base not in table:
         raise KeyError(f"head output {name!r} has no loc/conf group; known: {sorted(table)}")
     return table[base]
@@ -62,8 +104,11 @@ def head_outputs(model: nn.Module, inputs: Mapping, data_samples=None) -> dict[s
 
     ``inputs`` are cloned first: mmdet3d's PillarFeatureNet (legacy mode, the default) writes into the
     voxel tensor it is given, so a second forward on the same batch would see corrupted points.
+    For PV-RCNN the first call stores the dense proposals on ``data_samples`` (module docstring).
     """
     inputs = _clone(inputs)
+    if getattr(model, "roi_head", None) is not None and getattr(model, "points_encoder", None) is not None:
+        return _pv_rcnn_outputs(model, inputs, data_samples)
     if hasattr(model, "pts_bbox_head") and model.pts_bbox_head is not None:
         metas = [s.metainfo for s in data_samples] if data_samples is not None else None
         _, pts_feats = model.extract_feat(inputs, metas)
@@ -72,4 +117,5 @@ def head_outputs(model: nn.Module, inputs: Mapping, data_samples=None) -> dict[s
         feats = model.extract_feat(inputs)
         return _anchor_outputs(model.bbox_head(feats))
     raise TypeError(f"no head-output extractor for {type(model).__name__}: expected a bbox_head "
-                    f"(VoxelNet-style) or pts_bbox_head (CenterPoint-style)")
+                    f"(VoxelNet-style), pts_bbox_head (CenterPoint-style) or rpn_head + roi_head + "
+                    f"points_encoder (PV-RCNN)")

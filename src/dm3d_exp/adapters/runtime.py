@@ -8,7 +8,8 @@ import torch
 
 @functools.cache
 def setup_mmdet3d() -> None:
-    """Register mmdet3d modules (and the project's metric) and make spconv backward work on CPU.
+    """Register mmdet3d modules (and the project's metric), make spconv backward work on CPU and give
+    PV-RCNN's mmcv point ops a CPU path (:mod:`.point_ops`).
 
     spconv 2.3.8's CPU build calls ``torch.cuda.current_stream()`` before its CPU path in backward
     (``Torch not compiled with CUDA enabled``); with no CUDA the stream handle is unused, so it is
@@ -20,7 +21,9 @@ def setup_mmdet3d() -> None:
     register_all_modules(init_default_scope=True)
     # the newest MMLogger instance is mmengine's "current" one: keep dataset/metric chatter at WARNING
     MMLogger.get_instance("dm3d_exp", log_level="WARNING")
-    from . import kitti_metric, mmdet3d_modules  # noqa: F401  (register DevkitKittiMetric, KittiFrameIdDataset, ...)
+    from . import kitti_metric, mmdet3d_modules, point_ops  # noqa: F401  (register DevkitKittiMetric, KittiFrameIdDataset, ...)
+
+    point_ops.install()  # PV-RCNN's point ops on CPU (mmcv has CUDA kernels only)
 
     if not torch.cuda.is_available():
         try:

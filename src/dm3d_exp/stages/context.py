@@ -20,9 +20,9 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 
 # `pruning.prunable` shortcuts -> module-name prefixes (mmdet3d single-stage and MVX two-stage names)
 PRUNABLE_GROUPS = {
-    "backbone3d": ("voxel_encoder", "pts_voxel_encoder", "middle_encoder", "pts_middle_encoder"),
+    "backbone3d": ("voxel_encoder", "pts_voxel_encoder", "middle_encoder", "pts_middle_encoder", "points_encoder"),
     "backbone2d": ("backbone", "pts_backbone", "neck", "pts_neck"),
-    "heads": ("bbox_head", "pts_bbox_head", "roi_head"),
+    "heads": ("bbox_head", "pts_bbox_head", "rpn_head", "roi_head"),
 }
 
 
