@@ -122,3 +122,28 @@ def test_submitit_local_launcher(workspace, tmp_path):
     (summary,) = _summaries(tmp_path / "sweep")
     assert summary["config"]["pruning"]["method"] == "uniform"
     assert summary["pruned/cost/flops_ratio"] <= 0.5 + 1e-9
+
+
+def test_pv_rcnn_run_prunes_both_stages(workspace, tmp_path):
+    """A two-stage detector through every stage: PV-RCNN (CPU point ops) pruned by DM3D to half its FLOPs,
+    with RPN and RoI-head layers among the pruned ones and predicted/measured distortion reported."""
+    import importlib.util
+
+    from dm3d_exp.adapters.checkpoint import save_checkpoint
+    from dm3d_exp.adapters.detector import build_detector
+
+    spec = importlib.util.spec_from_file_location("tiny_detectors", REPO / "tests" / "adapters" / "tiny_detectors.py")
+    tiny = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tiny)
+    config = REPO / "tests" / "pipeline" / "tiny_pv_rcnn_kitti.py"
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tiny.he_init(build_detector(str(config))), tmp_path / "pv.pth")
+    _dm3d(workspace, tmp_path, f"detector.mmdet3d_config={config}", f"detector.checkpoint={ckpt}",
+          "detector.point_cloud_range=[0,-12.8,-3,25.6,12.8,1]", "pruning=dm3d", "pruning.flops_target=0.5",
+          "tracking=off", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}")
+    (summary,) = _summaries(tmp_path / "run")
+    assert summary["pruned/cost/flops_ratio"] <= 0.5 + 1e-9
+    (allocation,) = (tmp_path / "cache").rglob("allocation.json")
+    pruned = {n for n, v in json.loads(allocation.read_text())["layers"].items() if v["pruned"] > 0}
+    assert any(n.startswith("roi_head.") for n in pruned) and any(n.startswith("rpn_head.") for n in pruned)
+    assert summary["distortion/predicted"] > 0 and summary["distortion/measured"] > 0
