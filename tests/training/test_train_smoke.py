@@ -51,3 +51,34 @@ def test_training_smoke_and_checkpoint_round_trip(name, tiny_dataset, tmp_path):
     state = model.state_dict()
     assert set(state) == set(raw["state_dict"])
     assert all(torch.equal(state[k], raw["state_dict"][k]) for k in state)
+
+
+@pytest.mark.timeout(300)
+def test_warm_start_loads_the_weights_and_records_lineage(tiny_dataset, tmp_path):
+    """init_from: the run starts from the given weights (with lr 0 they come out unchanged) and the
+    manifest names the initial checkpoint and accumulates epochs."""
+    common = dict(detector="pointpillars_synth", max_epochs=1, batch_size=2, threads=1,
+                  data_root=str(tiny_dataset), check_frames=1, log_interval=1)
+    first = train(TrainOptions(**common, work_dir=str(tmp_path / "w1"), out_dir=str(tmp_path / "a")))
+    init = tmp_path / "a" / "model.pth"
+    second = train(TrainOptions(**common, lr=0.0, init_from=str(init), work_dir=str(tmp_path / "w2"),
+                                out_dir=str(tmp_path / "b")))
+    lineage = second["training"]["init_from"]
+    assert lineage["sha256"] == first["checkpoint"]["sha256"] == sha256_file(init)
+    assert lineage["total_epochs"] == 1 and second["training"]["total_epochs"] == 2
+    assert lineage["val_mAP"] == first["val"]["mAP"]
+    a = torch.load(init, map_location="cpu", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "b" / "model.pth", map_location="cpu", weights_only=False)["state_dict"]
+    model = build_detector(load_config(resolve_detector("pointpillars_synth", require_checkpoint=False).config,
+                                       tiny_dataset))
+    params = {k for k, _ in model.named_parameters()}
+    assert all(torch.equal(a[k], b[k]) for k in params)
+    assert first["training"]["init_from"] is None and first["training"]["total_epochs"] == 1
+
+
+def test_warm_start_from_a_missing_file_is_a_clear_error(tiny_dataset, tmp_path):
+    from dm3d_exp.errors import InputError
+
+    with pytest.raises(InputError, match="init_from=.*no such checkpoint"):
+        train(TrainOptions(detector="pointpillars_synth", data_root=str(tiny_dataset),
+                           init_from=str(tmp_path / "nope.pth"), work_dir=str(tmp_path / "w")))
