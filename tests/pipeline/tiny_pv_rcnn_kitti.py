@@ -16,10 +16,4 @@ model = dict(
         anchor_generator=dict(ranges=[[0, -12.8, -0.6, 25.6, 12.8, -0.6], [0, -12.8, -0.6, 25.6, 12.8, -0.6],
                                       [0, -12.8, -1.78, 25.6, 12.8, -1.78]])),
     test_cfg=dict(rpn=dict(nms_pre=200, nms_post=16, max_num=16)))
-test_pipeline = [
-    dict(type='LoadPointsFromFile', coord_type='LIDAR', load_dim=4, use_dim=4),
-    dict(type='PointsRangeFilter', point_cloud_range=point_cloud_range),
-    dict(type='Pack3DDetInputs', keys=['points'])
-]
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
+# (the zoo config's test pipeline keeps points outside this range: voxelisation drops them)
