@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dm3d-install-stamp
 ARGS ?=
 SWEEP ?= methods_x_targets
-DETECTOR ?= pointpillars_synth
+DETECTOR ?= centerpoint_voxel_synth
 PYTEST_ARGS ?=
 
 .PHONY: help install run test test-fast bench ui sweep synth train-reference clean

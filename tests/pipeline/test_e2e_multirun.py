@@ -41,7 +41,8 @@ def _dm3d(workspace, cwd, *overrides, env=None):
     flags = [o for o in overrides if o.startswith("--")]  # Hydra flags go before the overrides
     overrides = [o for o in overrides if not o.startswith("--")]
     cmd = [sys.executable, "-c", "from dm3d_exp.cli import main; main()", *flags,
-           f"detector.mmdet3d_config={TINY}", f"detector.checkpoint={ckpt}", f"dataset.root={data}",
+           "detector=pointpillars_synth", f"detector.mmdet3d_config={TINY}", f"detector.checkpoint={ckpt}",
+           f"dataset.root={data}",
            f"cache_dir={root / 'cache'}", "calib.num_frames=2", "calib.reference_frames=2",
            "sensitivity.num_levels=20", "eval.distortion_frames=2", "progress=false", *overrides]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600,

@@ -46,8 +46,8 @@ class DatasetConf:
 
 @dataclass
 class DetectorConf:
-    name: str = "pointpillars_synth"
-    mmdet3d_config: str = "conf/detector/mmdet3d/pointpillars_synth.py"
+    name: str = "centerpoint_voxel_synth"
+    mmdet3d_config: str = "conf/detector/mmdet3d/centerpoint_voxel_synth.py"
     checkpoint: Optional[str] = None
     classes: list = field(default_factory=list)
     point_cloud_range: list = field(default_factory=list)
