@@ -76,13 +76,11 @@ def stacked_ball_query(max_radius: float, sample_num: int, xyz: torch.Tensor, ce
 def stacked_grouping(features: torch.Tensor, indices: torch.Tensor, features_batch_cnt: torch.Tensor,
                      indices_batch_cnt: torch.Tensor) -> torch.Tensor:
     """Grouped features ``(M, C, nsample)`` of stacked ``features (N1+N2.., C)`` at ``indices (M, nsample)``."""
-    f_off, i_off = _batch_offsets(features_batch_cnt), _batch_offsets(indices_batch_cnt)
     m, nsample = indices.shape
-    start = torch.zeros(m, dtype=torch.long)
-    size = torch.zeros(m, dtype=torch.long)
-    for b in range(len(i_off) - 1):
-        start[i_off[b]:i_off[b + 1]] = f_off[b]
-        size[i_off[b]:i_off[b + 1]] = f_off[b + 1] - f_off[b]
+    per_element = indices_batch_cnt.long().cpu()
+    sizes = features_batch_cnt.long().cpu()
+    start = torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, per_element)
+    size = torch.repeat_interleave(sizes, per_element)
     local = indices.long().cpu()
     valid = (local >= 0) & (local < size[:, None])
     flat = torch.where(valid, local + start[:, None], torch.zeros_like(local)).to(features.device)

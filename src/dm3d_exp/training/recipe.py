@@ -266,6 +266,7 @@ def train(opts: TrainOptions) -> dict:
 
     set_threads(opts.threads)
     spec = resolve_detector(opts.detector, require_checkpoint=False)
+    init = _init_record(opts.init_from)  # before generating any data: a bad path fails at once
     if opts.data_root is not None:
         data_root = Path(opts.data_root).expanduser().absolute()
     else:
@@ -275,7 +276,6 @@ def train(opts: TrainOptions) -> dict:
     out_dir = Path(opts.out_dir or repo_root() / "checkpoints" / spec.name)
     setup_mmdet3d()
     digest = config_sha256(spec.config)
-    init = _init_record(opts.init_from)
     cfg = _prepare_config(opts, spec.config, data_root, work_dir)
 
     rec = _Recorder()
