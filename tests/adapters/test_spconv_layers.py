@@ -25,12 +25,14 @@ def test_spconv_view_reproduces_sparse_convolution(subm):
     flat = torch.randperm(int(np.prod(shape)))[:n]
     coords = torch.stack(torch.unravel_index(flat, shape), 1).int()
     indices = torch.cat([torch.zeros(n, 1, dtype=torch.int32), coords], 1)
-    feats = torch.randn(n, 3, dtype=torch.float64)
+    # float32: spconv 2.3.8's CPU gather/scatter path reads uninitialised memory for float64 features
+    # (about 1 call in 700 came out wrong in a loop), so this check uses the dtype the detectors run in.
+    feats = torch.randn(n, 3, dtype=torch.float32)
     x = spconv.SparseConvTensor(feats, indices, list(shape), 1)
     if subm:
-        layer = spconv.SubMConv3d(3, 4, 3, bias=False, indice_key="k").double()
+        layer = spconv.SubMConv3d(3, 4, 3, bias=False, indice_key="k")
     else:
-        layer = spconv.SparseConv3d(3, 4, 3, stride=2, padding=1, bias=False, indice_key="k").double()
+        layer = spconv.SparseConv3d(3, 4, 3, stride=2, padding=1, bias=False, indice_key="k")
     with torch.no_grad():
         layer.weight.normal_()
     out = layer(x)
@@ -40,12 +42,12 @@ def test_spconv_view_reproduces_sparse_convolution(subm):
     active = _dense_active(indices[:, 1:].tolist(), feats, shape)
     offs = list(itertools.product(range(3), repeat=3))
     for row, o in zip(out.features, out.indices[:, 1:].tolist()):
-        acc = torch.zeros(4, dtype=torch.float64)
+        acc = torch.zeros(4, dtype=torch.float32)
         for j, d in enumerate(offs):
             src = tuple(oi + di - 1 for oi, di in zip(o, d)) if subm else tuple(2 * oi - 1 + di for oi, di in zip(o, d))
             if src in active:
                 acc += view[j] @ active[src]
-        assert torch.allclose(acc, row, atol=1e-9)
+        assert torch.allclose(acc, row, rtol=1e-5, atol=1e-5)
 
 
 def test_mmcv_sparse_conv_rsck_view_and_layout():
