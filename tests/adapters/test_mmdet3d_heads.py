@@ -12,14 +12,9 @@ from tiny_detectors import he_init, random_points, tiny_centerpoint, tiny_pointp
 TINY = {"pointpillars": tiny_pointpillars, "centerpoint": tiny_centerpoint, "pv_rcnn": tiny_pv_rcnn}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread (as test_sensitivity.py): spconv's multi-threaded CPU sums change order between
-    calls, and through PV-RCNN's 12 sparse layers the rounding grows past the 1e-3 tolerances below."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# spconv's multi-threaded CPU sums change order between calls; through PV-RCNN's 12 sparse layers the
+# rounding would grow past the 1e-3 tolerances below
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", params=sorted(TINY))

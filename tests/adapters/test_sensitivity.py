@@ -12,16 +12,16 @@ from dm3d_exp.adapters.sensitivity import (DistortionMeter, FisherSpec, additivi
 from tiny_detectors import random_points, tiny_pointpillars
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     det = build_detector(tiny_pointpillars())
     batches = [points_batch(det, [random_points(s)]) for s in range(2)]
     layers = dict(prunable_modules(det))
-    yield det, batches, layers
-    torch.set_num_threads(threads)
+    return det, batches, layers
 
 
 def test_fisher_matches_measured_on_layers_linear_in_their_weights(setup):
@@ -81,19 +81,14 @@ def test_pv_rcnn_fisher_matches_measured_on_roi_output_layers():
     from tiny_detectors import he_init, tiny_pv_rcnn
 
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        det = he_init(build_detector(tiny_pv_rcnn()))
-        batches = [points_batch(det, [random_points(s)]) for s in range(2)]
-        layers = dict(prunable_modules(det))
-        last = {n: layers[n] for n in ("roi_head.bbox_head.cls_layer.3", "roi_head.bbox_head.reg_layer.3")}
-        spec = FisherSpec(num_levels=5, probes_per_frame=100, damping=0.0)
-        orders = intra_layer_orders(det, last, batches, spec)
-        fisher = fisher_curves(det, last, batches, spec, orders)
-        measured = measured_layer_curves(det, last, batches, spec, orders)
-    finally:
-        torch.set_num_threads(threads)
+    det = he_init(build_detector(tiny_pv_rcnn()))
+    batches = [points_batch(det, [random_points(s)]) for s in range(2)]
+    layers = dict(prunable_modules(det))
+    last = {n: layers[n] for n in ("roi_head.bbox_head.cls_layer.3", "roi_head.bbox_head.reg_layer.3")}
+    spec = FisherSpec(num_levels=5, probes_per_frame=100, damping=0.0)
+    orders = intra_layer_orders(det, last, batches, spec)
+    fisher = fisher_curves(det, last, batches, spec, orders)
+    measured = measured_layer_curves(det, last, batches, spec, orders)
     for name in last:
         f, m = fisher[name], measured[name]
         assert f[0] == 0 and m[0] == 0 and np.all(np.diff(f) >= 0) and m[-1] > 0

@@ -20,17 +20,11 @@ from dm3d_exp.core.ranking import magnitude_order
 NUM_LEVELS = 10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny float64 ops: intra-op threads only add contention on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny float64 ops: threads only add contention
 
 
 @pytest.fixture(scope="module")
-def setup(single_thread):
+def setup(one_torch_thread):
     weights, frames = make_weights(), make_frames()
     g = torch.Generator().manual_seed(5)
     orders = {n: magnitude_order(w) for n, w in weights.items()}

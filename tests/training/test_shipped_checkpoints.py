@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from dm3d_exp.adapters.detector import build_detector
 from dm3d_exp.training import available_detectors, evaluate, load_config, resolve_detector
@@ -19,7 +18,7 @@ SHIPPED = [n for n in available_detectors() if (repo_root() / "checkpoints" / n 
 @pytest.mark.skipif(not SHIPPED, reason="no shipped checkpoints in checkpoints/")
 @pytest.mark.parametrize("name", SHIPPED)
 @pytest.mark.timeout(600)
-def test_shipped_checkpoint_reproduces_manifest(name):
+def test_shipped_checkpoint_reproduces_manifest(name, torch_threads):
     from dm3d_exp.data import GENERATOR_VERSION, SynthParams, ensure_dataset
 
     folder = repo_root() / "checkpoints" / name
@@ -32,18 +31,14 @@ def test_shipped_checkpoint_reproduces_manifest(name):
     if manifest["data"]["generator_version"] != GENERATOR_VERSION:
         pytest.skip(f"checkpoint trained on generator version {manifest['data']['generator_version']}, "
                     f"installed generator is {GENERATOR_VERSION}: retrain it")
-    # score with the training run's thread count: spconv's CPU sums depend on it, and with few Cyclists in
-    # the check subset a reordered float sum can move one detection across a score threshold
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(manifest["training"]["machine"]["torch_threads"]))
     root = ensure_dataset(SynthParams.from_dict(manifest["data"]["params"]))
     cfg = load_config(spec.config, root)
     model = build_detector(cfg, spec.checkpoint)  # strict: no missing / unexpected keys
     check = manifest["check_subset"]
-    try:
+    # score with the training run's thread count: spconv's CPU sums depend on it, and with few Cyclists in
+    # the check subset a reordered float sum can move one detection across a score threshold
+    with torch_threads(manifest["training"]["machine"]["torch_threads"]):
         got = headline(evaluate(model, cfg, check["first_frames"]))
-    finally:
-        torch.set_num_threads(threads)
     assert got["mAP"] == pytest.approx(check["mAP"], abs=0.5)
     for key in ("Car/3d/moderate/R40", "Pedestrian/3d/moderate/R40", "Cyclist/3d/moderate/R40"):
         assert got[key] == pytest.approx(check[key], abs=1.0)
