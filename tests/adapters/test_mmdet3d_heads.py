@@ -5,7 +5,9 @@ import torch
 pytest.importorskip("mmdet3d", reason="mmdet3d not installed")
 
 from dm3d_exp.adapters.detector import build_detector, points_batch
-from dm3d_exp.adapters.heads import head_outputs, output_group
+from dm3d_exp.adapters.heads import confidence_sources, head_outputs, output_group
+from dm3d_exp.adapters.sensitivity import DistortionSpec
+from dm3d_exp.core.distortion import detection_distortion
 from dm3d_exp.adapters.layers import layer_spec, prunable_modules
 from tiny_detectors import he_init, random_points, tiny_centerpoint, tiny_pointpillars, tiny_pv_rcnn
 
@@ -95,3 +97,35 @@ def test_pv_rcnn_roi_outputs_refine_the_dense_proposals():
         assert torch.allclose(perturbed[key], dense[key], rtol=1e-3, atol=1e-3 * float(dense[key].abs().max()))
     assert not torch.allclose(perturbed["rpn.cls_score.level0"], dense["rpn.cls_score.level0"])
     assert not torch.equal(fresh_samples[0].proposals.bboxes_3d.tensor, rois)
+
+
+SITES = {  # expected conf source of a few outputs per head family
+    "pointpillars": {"bbox_pred.level0": "cls_score.level0", "dir_cls_pred.level0": "cls_score.level0"},
+    "centerpoint": {"task0.reg": "task0.heatmap", "task1.rot": "task1.heatmap", "task1.heatmap": "task1.heatmap"},
+    "pv_rcnn": {"rpn.bbox_pred.level0": "rpn.cls_score.level0", "roi.bbox_reg": "roi.bbox_scores"},
+}
+
+
+def test_foreground_weighting_and_channel_normalisation_work_on_every_head(model):
+    """Every output gets foreground weights from the class scores at its own positions (CenterHead task,
+    anchor level, RoI), and D with both extensions is 0 for the dense model and > 0 when perturbed."""
+    kind, det = model
+    inputs, samples = points_batch(det, [random_points(0)])
+    with torch.no_grad():
+        dense = head_outputs(det, inputs, samples)
+    sources = confidence_sources(dense)
+    assert set(sources) == set(dense)
+    assert {k: sources[k] for k in SITES[kind]} == SITES[kind]
+    terms = DistortionSpec(foreground_weighting=True, normalize="channel_variance").terms(dense)
+    for name, w in terms["fg_weights"].items():
+        src = dense[sources[name]]
+        assert torch.equal(w, src.sigmoid().amax(dim=1, keepdim=True))
+        assert torch.broadcast_shapes(w.shape, dense[name].shape) == dense[name].shape
+    assert float(detection_distortion(dense, dense, **terms)) == 0.0
+    noisy = {k: v + 0.1 * torch.randn_like(v) for k, v in dense.items()}
+    assert float(detection_distortion(dense, noisy, **terms)) > 0.0
+
+
+def test_confidence_sources_need_one_conf_output_per_site():
+    with pytest.raises(ValueError, match="exactly one conf"):
+        confidence_sources(["task0.reg", "task0.dim"])

@@ -7,7 +7,7 @@ pytest.importorskip("mmdet3d", reason="mmdet3d not installed")
 
 from dm3d_exp.adapters.detector import build_detector, points_batch
 from dm3d_exp.adapters.layers import prunable_modules
-from dm3d_exp.adapters.sensitivity import (DistortionMeter, FisherSpec, additivity_check, fisher_curves,
+from dm3d_exp.adapters.sensitivity import (DistortionMeter, DistortionSpec, FisherSpec, additivity_check, fisher_curves,
                                            intra_layer_orders, measured_layer_curves)
 from tiny_detectors import random_points, tiny_pointpillars
 
@@ -24,13 +24,16 @@ def setup():
     return det, batches, layers
 
 
-def test_fisher_matches_measured_on_layers_linear_in_their_weights(setup):
+@pytest.mark.parametrize("distortion", [DistortionSpec(), DistortionSpec(foreground_weighting=True, normalize="channel_variance")],
+                         ids=["paper", "fg+channel_variance"])
+def test_fisher_matches_measured_on_layers_linear_in_their_weights(setup, distortion):
     """Head convs are linear in their own weights, so D(dW) = dW^T G dW exactly: the unbiased Fisher
-    estimate must agree with measured D up to Monte-Carlo error (R probes: rel. sd ~ sqrt(2/(N R)))."""
+    estimate must agree with measured D up to Monte-Carlo error (R probes: rel. sd ~ sqrt(2/(N R))),
+    for the paper's D and for the extended one (per-element weights a_k from the dense outputs)."""
     det, batches, layers = setup
     heads = {n: m for n, m in layers.items() if n.startswith("bbox_head.conv_")}
     assert set(heads) == {"bbox_head.conv_cls", "bbox_head.conv_reg", "bbox_head.conv_dir_cls"}
-    spec = FisherSpec(num_levels=5, probes_per_frame=100, damping=0.0)
+    spec = FisherSpec(num_levels=5, probes_per_frame=100, damping=0.0, distortion=distortion)
     orders = intra_layer_orders(det, heads, batches, spec)
     fisher = fisher_curves(det, heads, batches, spec, orders)
     measured = measured_layer_curves(det, heads, batches, spec, orders)

@@ -3,6 +3,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 
@@ -55,6 +56,7 @@ def test_every_detector_composes_and_real_data_needs_a_root():
     ("pruning.method=magic", "pruning.method='magic' is not valid, expected one of: dm3d, rd_measured"),
     ("sensitivity.probe=gaussian", "sensitivity.probe='gaussian' is not valid"),
     ("sensitivity.num_levels=0", "sensitivity.num_levels=0 is out of range"),
+    ("sensitivity.normalize=zscore", "sensitivity.normalize='zscore' is not valid, expected one of: none, channel_variance"),
     ("calib.num_frames=-1", "calib.num_frames=-1"),
     ("stage=train", "stage='train' is not valid"),
 ])
@@ -74,3 +76,22 @@ def test_unknown_group_option_lists_choices():
 def test_missing_checkpoint_is_a_clear_error(method):
     with pytest.raises(InputError, match=r"detector.checkpoint is missing .*\(make train-reference"):
         validate(_compose(["detector.checkpoint=null", f"pruning={method}"]))
+
+
+@pytest.mark.parametrize("sweep", sorted(p.stem for p in (CONF.parent / "sweeps").glob("*.yaml")))
+def test_every_sweep_value_composes_and_validates(sweep):
+    """Each ready-made multirun names real config keys/options and only values the schema accepts."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"+sweeps={sweep}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params, f"sweeps/{sweep}.yaml defines no sweep parameters"
+    for key, values in params.items():
+        for value in str(values).split(","):
+            conf = validate(_compose([f"+sweeps={sweep}", f"{key}={value.strip()}", "detector.checkpoint=x.pth"]))
+            if "." not in key:  # a config-group choice, e.g. pruning=lamp
+                assert getattr(conf, key).method == value.strip()
+                continue
+            node = conf
+            for part in key.split("."):
+                node = getattr(node, part)
+            assert node == yaml.safe_load(value)

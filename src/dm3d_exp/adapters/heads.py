@@ -76,17 +76,36 @@ def _dense_proposals(model: nn.Module, rpn_outs, data_samples) -> list:
     return proposals
 
 
+def _base_and_table(name: str) -> tuple[str, dict[str, str]]:
+    if name.startswith("task"):
+        return name.split(".")[-1], CENTER_HEAD_GROUPS
+    if name.startswith("roi."):
+        return name.split(".")[1], ROI_HEAD_GROUPS
+    return name.removeprefix("rpn.").split(".")[0], ANCHOR_HEAD_GROUPS
+
+
 def output_group(name: str) -> str:
     """'loc' or 'conf' for an output name produced by ``head_outputs``."""
-    if name.startswith("task"):
-        base, table = name.split(".")[-1], CENTER_HEAD_GROUPS
-    elif name.startswith("roi."):
-        base, table = name.split(".")[1], ROI_HEAD_GROUPS
-    else:
-        base, table = name.removeprefix("rpn.").split(".")[0], ANCHOR_HEAD_GROUPS
+    base, table = _base_and_table(name)
     if base not in table:
         raise KeyError(f"head output {name!r} has no loc/conf group; known: {sorted(table)}")
     return table[base]
+
+
+def confidence_sources(names) -> dict[str, str]:
+    """For every output name, the conf output predicted at the same positions (same CenterHead task, same
+    anchor-head level, the RoI head's scores): the source of its foreground weights (METHOD §2 extension)."""
+    sites: dict[str, list[str]] = {}
+    for name in names:
+        base, _ = _base_and_table(name)
+        sites.setdefault(name.replace(base, "*", 1), []).append(name)
+    sources = {}
+    for site, members in sites.items():
+        conf = [n for n in members if output_group(n) == "conf"]
+        if len(conf) != 1:
+            raise ValueError(f"head outputs at {site!r} ({sorted(members)}): expected exactly one conf output")
+        sources.update({n: conf[0] for n in members})
+    return sources
 
 
 def _clone(obj):

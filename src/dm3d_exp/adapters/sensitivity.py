@@ -18,7 +18,7 @@ from ..core.distortion import detection_distortion, foreground_weights, probe_sc
 from ..core.fisher import FisherCurveAccumulator, GradientMeanAccumulator
 from ..core.measured import measured_curves
 from ..core.ranking import magnitude_order, taylor_order
-from .heads import head_outputs, output_group
+from .heads import confidence_sources, head_outputs, output_group
 from .layers import weight_view
 
 Batch = tuple  # (inputs, data_samples) as returned by detector.points_batch / the data loaders
@@ -26,14 +26,21 @@ Batch = tuple  # (inputs, data_samples) as returned by detector.points_batch / t
 
 @dataclass
 class DistortionSpec:
-    """How D is formed from head outputs (METHOD §2): lambda per group and the optional fg extension."""
+    """How D is formed from head outputs (METHOD §2): lambda per group and two extensions (not in the
+    paper): foreground weighting and per-channel variance normalisation (core.distortion)."""
 
     lambda_loc: float = 1.0
     lambda_conf: float = 1.0
-    foreground_weighting: bool = False  # extension, not in the paper
+    foreground_weighting: bool = False
+    normalize: str = "none"  # 'none' | 'channel_variance'
 
     def lambdas(self) -> dict[str, float]:
         return {"loc": self.lambda_loc, "conf": self.lambda_conf}
+
+    def terms(self, dense: Mapping[str, torch.Tensor]) -> dict:
+        """Keyword arguments of detection_distortion / probe_scalar for these dense outputs."""
+        return {"groups": {n: output_group(n) for n in dense}, "lambdas": self.lambdas(),
+                "fg_weights": _fg_weights(dense, self.foreground_weighting), "normalize": self.normalize}
 
 
 @dataclass
@@ -50,13 +57,12 @@ class FisherSpec:
 
 
 def _fg_weights(outputs: Mapping[str, torch.Tensor], enabled: bool):
-    """Extension: weight every output on the heatmap grid by the dense max heatmap score (CenterHead only)."""
+    """Extension: weight every output position by the dense model's max class score there (heads.py)."""
     if not enabled:
         return None
-    heat = {n.split(".")[0]: foreground_weights(t) for n, t in outputs.items() if n.endswith(".heatmap")}
-    if not heat:
-        raise ValueError("foreground_weighting needs a CenterHead-style heatmap output; none found")
-    return {n: heat[n.split(".")[0]] for n in outputs if n.split(".")[0] in heat}
+    sources = confidence_sources(outputs)
+    weights = {c: foreground_weights(outputs[c].detach()) for c in set(sources.values())}
+    return {n: weights[c] for n, c in sources.items()}
 
 
 def _view_grads(layers: Mapping[str, nn.Module], grads: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -68,11 +74,9 @@ def _frame_gradients(model, layers, batches, spec: FisherSpec, kind: str, probes
     params = [m.weight for m in layers.values()]
     for inputs, samples in batches:
         outputs = head_outputs(model, inputs, samples)
-        groups = {n: output_group(n) for n in outputs}
-        lambdas = spec.distortion.lambdas()
-        fg = _fg_weights({k: v.detach() for k, v in outputs.items()}, spec.distortion.foreground_weighting)
+        terms = spec.distortion.terms({k: v.detach() for k, v in outputs.items()})
         for r in range(probes):
-            sigma = probe_scalar(outputs, groups, lambdas, kind=kind, generator=generator, fg_weights=fg)
+            sigma = probe_scalar(outputs, kind=kind, generator=generator, **terms)
             grads = torch.autograd.grad(sigma, params, retain_graph=r < probes - 1)
             yield _view_grads(layers, grads)
 
@@ -111,19 +115,16 @@ class DistortionMeter:
         self.model, self.batches, self.spec = model, list(batches), spec
         with torch.no_grad():
             self.dense = [head_outputs(model, i, s) for i, s in self.batches]
-        names = self.dense[0]
-        self.groups = {n: output_group(n) for n in names}
-        self.lambdas = spec.lambdas()
-        self.fg = [_fg_weights(d, spec.foreground_weighting) for d in self.dense]
+        self.terms = [spec.terms(d) for d in self.dense]
 
     @torch.no_grad()
     def __call__(self, model: nn.Module | None = None) -> float:
         """Mean over frames of D(dense, ``model``) (default: the current state of the meter's model)."""
         model = self.model if model is None else model
         total = 0.0
-        for (inputs, samples), dense, fg in zip(self.batches, self.dense, self.fg):
+        for (inputs, samples), dense, terms in zip(self.batches, self.dense, self.terms):
             out = head_outputs(model, inputs, samples)
-            total += float(detection_distortion(dense, out, self.groups, self.lambdas, fg))
+            total += float(detection_distortion(dense, out, **terms))
         return total / len(self.batches)
 
 

@@ -101,6 +101,7 @@ class SensitivityConf:
     lambda_loc: float = 1.0
     lambda_conf: float = 1.0
     foreground_weighting: bool = False
+    normalize: str = "none"
 
     def __post_init__(self):
         _choice("sensitivity.method", self.method, ("fisher", "measured"))
@@ -112,6 +113,7 @@ class SensitivityConf:
         _choice("sensitivity.form", self.form, ("gauss_newton", "squared"))
         _range("sensitivity.damping", self.damping, 0.0, float("inf"))
         _choice("sensitivity.damping_mode", self.damping_mode, ("absolute", "relative"))
+        _choice("sensitivity.normalize", self.normalize, ("none", "channel_variance"))
         _range("sensitivity.lambda_loc", self.lambda_loc, 0.0, float("inf"))
         _range("sensitivity.lambda_conf", self.lambda_conf, 0.0, float("inf"))
         if self.lambda_loc == 0 and self.lambda_conf == 0:

@@ -34,7 +34,7 @@ def fisher_spec(ctx: RunContext) -> FisherSpec:
     levels = s.measured_levels if effective_method(ctx) == "measured" else s.num_levels
     return FisherSpec(probe=s.probe, probes_per_frame=s.probes_per_frame, num_levels=levels, damping=s.damping,
                       damping_mode=s.damping_mode, ranking=s.ranking, form=s.form, seed=ctx.conf.calib.seed,
-                      distortion=DistortionSpec(s.lambda_loc, s.lambda_conf, s.foreground_weighting))
+                      distortion=DistortionSpec(s.lambda_loc, s.lambda_conf, s.foreground_weighting, s.normalize))
 
 
 def cache_inputs(ctx: RunContext, calib: CacheEntry) -> dict:
