@@ -61,7 +61,7 @@ def _fg_weights(outputs: Mapping[str, torch.Tensor], enabled: bool):
     if not enabled:
         return None
     sources = confidence_sources(outputs)
-    weights = {c: foreground_weights(outputs[c].detach()) for c in set(sources.values())}
+    weights = {c: foreground_weights(outputs[c]) for c in set(sources.values())}
     return {n: weights[c] for n, c in sources.items()}
 
 

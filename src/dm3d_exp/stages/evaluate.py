@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +25,13 @@ from . import calibrate, sensitivity
 from .context import RunContext, seeded_indices
 from .sensitivity import fisher_spec
 
-DISTORTION_KEYS = ("lambda_loc", "lambda_conf", "foreground_weighting", "normalize")
 CODE = code_version(data_mod, kitti_metric, sys.modules[__name__])
 
 
 def cache_inputs(ctx: RunContext, checkpoint: str | None, calib: CacheEntry) -> dict:
     return {"checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None, "calibrate": calib.key,
             "detector": ctx.detector_identity, "dataset": ctx.dataset_identity, "eval": ctx.section("eval"),
-            "distortion": {k: ctx.section("sensitivity")[k] for k in DISTORTION_KEYS},
+            "distortion": asdict(fisher_spec(ctx).distortion),
             "code": CODE}
 
 

@@ -7,6 +7,7 @@ Artifacts: ``curves.npz`` (name -> float64 [K+1]) and ``orders.npz`` (name -> in
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ def fisher_spec(ctx: RunContext) -> FisherSpec:
     levels = s.measured_levels if effective_method(ctx) == "measured" else s.num_levels
     return FisherSpec(probe=s.probe, probes_per_frame=s.probes_per_frame, num_levels=levels, damping=s.damping,
                       damping_mode=s.damping_mode, ranking=s.ranking, form=s.form, seed=ctx.conf.calib.seed,
-                      distortion=DistortionSpec(s.lambda_loc, s.lambda_conf, s.foreground_weighting, s.normalize))
+                      distortion=DistortionSpec(**{f.name: getattr(s, f.name) for f in fields(DistortionSpec)}))
 
 
 def cache_inputs(ctx: RunContext, calib: CacheEntry) -> dict:
