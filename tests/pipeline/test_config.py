@@ -30,7 +30,7 @@ def test_every_pruning_method_has_a_config_and_validates():
         assert conf.pruning.method == method and 0 < conf.pruning.flops_target <= 1
 
 
-@pytest.mark.parametrize("group", ["calib", "sensitivity", "eval", "tracking"])
+@pytest.mark.parametrize("group", ["calib", "sensitivity", "recovery", "eval", "tracking"])
 def test_every_option_of_simple_groups_validates(group):
     for option in _options(group):
         conf = validate(_compose([f"{group}={option}", "detector.checkpoint=x.pth", "tracking.uri=http://127.0.0.1:1"]
@@ -59,6 +59,13 @@ def test_every_detector_composes_and_real_data_needs_a_root():
     ("sensitivity.normalize=zscore", "sensitivity.normalize='zscore' is not valid, expected one of: none, channel_variance"),
     ("calib.num_frames=-1", "calib.num_frames=-1"),
     ("stage=train", "stage='train' is not valid"),
+    ("recovery.method=finetune", "recovery.method='finetune' is not valid, expected one of: none, reconstruct"),
+    ("recovery.damping=0", r"recovery.damping=0.0 is out of range, expected a value in \(0.0, inf\]"),
+    ("recovery.damping=-1e-3", "recovery.damping=-0.001 is out of range"),
+    ("recovery.statistics=statcorr", "recovery.statistics='statcorr' is not valid, expected one of: none, bn_reestimate"),
+    ("recovery.target=labels", "recovery.target='labels' is not valid"),
+    ("recovery.num_frames=64", "recovery.num_frames=64 is larger than calib.num_frames=32"),
+    ("recovery.max_sites=0", "recovery.max_sites=0 is out of range"),
 ])
 def test_schema_rejects_bad_values_with_one_line(override, match):
     with pytest.raises(InputError, match=match) as err:

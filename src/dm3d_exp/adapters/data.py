@@ -38,6 +38,42 @@ def build_dataset(cfg, data_root: str | os.PathLike, fmt: str, split: str):
     return DATASETS.build(ds_cfg)
 
 
+WRAPPERS = ("RepeatDataset", "CBGSDataset", "ClassBalancedDataset")
+
+
+def build_train_dataset(cfg, data_root: str | os.PathLike, fmt: str):
+    """The config's training dataset (training pipeline: GT-database sampling, augmentation) re-rooted at
+    ``data_root``; dataset wrappers (repeat, class balancing) are unwrapped."""
+    setup_mmdet3d()
+    from mmdet3d.registry import DATASETS
+
+    from .detector import rebase_data_root
+
+    cfg = rebase_data_root(cfg, data_root) if cfg.get("data_root") else cfg
+    ds_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
+    while ds_cfg.type in WRAPPERS:
+        ds_cfg = ds_cfg.dataset
+    ds_cfg.data_root = str(data_root)
+    ds_cfg.ann_file = info_path(data_root, fmt, "train")
+    return DATASETS.build(ds_cfg)
+
+
+def train_batches(model: nn.Module, dataset, indices: Sequence[int], batch_size: int, seed: int) -> Iterator[tuple]:
+    """Training-pipeline ``(inputs, data_samples)`` batches of the given frames, augmentation seeded
+    (mmdet3d's transforms draw from numpy's and Python's global generators)."""
+    import random
+
+    import numpy as np
+    from mmengine.dataset import pseudo_collate
+
+    random.seed(seed)
+    np.random.seed(seed)
+    for start in range(0, len(indices), batch_size):
+        items = [dataset[int(i)] for i in indices[start:start + batch_size]]
+        data = model.data_preprocessor(pseudo_collate(items), training=True)
+        yield data["inputs"], data["data_samples"]
+
+
 def batches(model: nn.Module, dataset, indices: Sequence[int], batch_size: int = 1) -> Iterator[tuple]:
     """Preprocessed ``(inputs, data_samples)`` for the given dataset indices, in order."""
     from mmengine.dataset import pseudo_collate

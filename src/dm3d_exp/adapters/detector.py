@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -12,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .checkpoint import load_state_strict, read_checkpoint_file
 from .runtime import setup_mmdet3d
 
 
@@ -36,30 +35,51 @@ def load_config(config):
     return Config.fromfile(path)
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """A checkpoint file's contents. Plain tensors load with ``weights_only=True``; mmengine training
-    checkpoints (and many model-zoo files) also pickle optimizer / message-hub objects, which torch >= 2.6
-    refuses by default: those are loaded with ``weights_only=False`` — only load files you trust."""
-    if not os.path.isfile(path):
-        raise InputError(f"checkpoint {str(path)!r} does not exist (expected a .pth file)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
-        raise InputError(f"checkpoint {str(path)!r} is not a readable torch file ({e.__class__.__name__})") from None
+def _rebase(node, old: str, new: str):
+    """Copy of a config tree with every string that starts with ``old`` starting with ``new`` instead."""
+    if isinstance(node, str):
+        return new + node[len(old):] if node.startswith(old) else node
+    if isinstance(node, dict):
+        return type(node)({k: _rebase(v, old, new) for k, v in node.items()})
+    if isinstance(node, (list, tuple)):
+        return type(node)(_rebase(v, old, new) for v in node)
+    return node
 
 
-def build_detector(config, checkpoint: str | os.PathLike | None = None, device: str = "cpu") -> nn.Module:
-    """mmdet3d model from ``config`` with weights from ``checkpoint`` (strict: no missing/unexpected keys)."""
+def rebase_data_root(cfg, data_root: str | os.PathLike):
+    """Copy of an mmengine Config whose strings under its top-level ``data_root`` (dataset roots, info
+    files, the GT database, the evaluator's ann_file) point under ``data_root`` instead."""
+    from mmengine.config import Config
+
+    old = cfg.get("data_root")
+    if not old:
+        raise InputError(f"{cfg.filename}: has no top-level data_root to replace")
+    new = str(Path(data_root).absolute()) + "/"
+    rebased = _rebase(cfg.to_dict(), old, new)
+    rebased["data_root"] = new
+    return Config(rebased, filename=cfg.filename)
+
+
+def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> dict:
+    """A checkpoint file's contents, never unpickled beyond torch's weights-only loader and a data-only
+    allow-list (numpy data, mmengine's training state): see ``checkpoint.read_checkpoint_file``. A file that
+    needs more raises one InputError naming ``detector.trust_checkpoint``; ``trust=True`` unpickles it
+    without restrictions, which runs any code the file contains — only for files from a trusted source."""
+    return read_checkpoint_file(path, trust=trust)
+
+
+def build_detector(config, checkpoint: str | os.PathLike | None = None, device: str = "cpu",
+                   trust: bool = False) -> nn.Module:
+    """mmdet3d model from ``config`` with weights from ``checkpoint`` (strict: a missing / unexpected key is one
+    InputError naming the keys and the config); ``trust``: see ``read_checkpoint``."""
     setup_mmdet3d()
     from mmdet3d.registry import MODELS
-    from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
     cfg = load_config(config)
     model = MODELS.build(cfg.model)
     if checkpoint is not None:
-        _load_checkpoint_to_model(model, read_checkpoint(checkpoint), strict=True, logger="silent")
+        expected = f"detector config {getattr(cfg, 'filename', None) or '<in-memory>'!r} (model {cfg.model.type})"
+        load_state_strict(model, read_checkpoint(checkpoint, trust=trust), checkpoint, expected)
     model.cfg = cfg
     return model.to(device).eval()
 

@@ -23,6 +23,8 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from .spconv_pairs import rulebook
+
 
 @dataclass(frozen=True)
 class LayerSpec:
@@ -36,24 +38,37 @@ class LayerSpec:
     kernel: tuple[int, ...] = ()  # kernel dims (product = taps); () for Linear
 
 
-_VIEWS: list[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], torch.Tensor], Callable[[nn.Module], LayerSpec]]] = []
+_VIEWS: list[tuple[Callable[[nn.Module], bool], type]] = []
 
 
 def register_layer_view(matches: Callable[[nn.Module], bool]):
-    """Register a (view, spec) pair for modules where ``matches(module)`` is true; later wins."""
+    """Register a layer-type class for modules where ``matches(module)`` is true; later wins.
+
+    The class owns everything about its type as static methods: ``view(m)`` (canonical [K, Cout, Cin]),
+    ``spec(m)`` (:class:`LayerSpec`), ``im2col(m, inputs, output, partner)`` (calibration inputs
+    [n_sites, K*Cin], columns in (tap, cin) order) and ``outputs(m, output)`` ([n_sites, Cout], bias
+    removed): ``im2col(...) @ rows(view).T == outputs(...)`` (METHOD §11.1).
+    """
 
     def deco(cls):
-        _VIEWS.insert(0, (matches, cls.view, cls.spec))
+        _VIEWS.insert(0, (matches, cls))
         return cls
 
     return deco
 
 
 def _lookup(module: nn.Module):
-    for matches, view, spec in _VIEWS:
+    for matches, cls in _VIEWS:
         if matches(module):
-            return view, spec
+            return cls
     return None
+
+
+def _registered(module: nn.Module):
+    cls = _lookup(module)
+    if cls is None:
+        raise TypeError(f"no layer view registered for {type(module).__name__}")
+    return cls
 
 
 def is_prunable(module: nn.Module) -> bool:
@@ -62,18 +77,91 @@ def is_prunable(module: nn.Module) -> bool:
 
 def weight_view(module: nn.Module, weight: torch.Tensor | None = None) -> torch.Tensor:
     """[K, Cout, Cin] view of ``module.weight`` (or of ``weight``, a tensor with the module's layout)."""
-    found = _lookup(module)
-    if found is None:
-        raise TypeError(f"no layer view registered for {type(module).__name__}")
-    view = found[0](module) if weight is None else found[0](_Shadow(module, weight))
-    return view
+    view = _registered(module).view
+    return view(module) if weight is None else view(_Shadow(module, weight))
 
 
 def layer_spec(module: nn.Module) -> LayerSpec:
-    found = _lookup(module)
-    if found is None:
-        raise TypeError(f"no layer view registered for {type(module).__name__}")
-    return found[1](module)
+    return _registered(module).spec(module)
+
+
+def rows(view: torch.Tensor) -> torch.Tensor:
+    """[Cout, K*Cin] row matrix of a canonical [K, Cout, Cin] view (row i: output channel i, (tap, cin) columns)."""
+    return view.permute(1, 0, 2).reshape(view.shape[1], -1)
+
+
+def from_rows(w_rows: torch.Tensor, view_shape) -> torch.Tensor:
+    """Inverse of :func:`rows`: [Cout, K*Cin] -> [K, Cout, Cin]."""
+    k, cout, cin = view_shape
+    return w_rows.reshape(cout, k, cin).permute(1, 0, 2)
+
+
+def layer_im2col(module: nn.Module, inputs: tuple, output, partner: nn.Module | None = None) -> torch.Tensor:
+    """Calibration inputs [n_sites, K*Cin] of one forward (the arguments of a forward hook); ``partner``:
+    the SparseConv3d whose rulebook a SparseInverseConv3d reuses (same indice_key)."""
+    return _registered(module).im2col(module, inputs, output, partner)
+
+
+def layer_outputs(module: nn.Module, output) -> torch.Tensor:
+    """The layer's real outputs [n_sites, Cout] of one forward, bias removed (the check of im2col)."""
+    return _registered(module).outputs(module, output)
+
+
+def _without_bias(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    bias = getattr(module, "bias", None)
+    return y if bias is None else y - bias
+
+
+def _dense_outputs(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """[N, C, *spatial] -> [N * prod(spatial), C], bias removed."""
+    return _without_bias(module, y.movedim(1, -1).reshape(-1, y.shape[1]))
+
+
+def _no_groups(module: nn.Module) -> None:
+    if getattr(module, "groups", 1) != 1:
+        raise NotImplementedError(f"{type(module).__name__} with groups={module.groups}: reconstruction supports "
+                                  f"groups=1 only")
+
+
+def _gather_im2col(x: torch.Tensor, index: list[torch.Tensor]) -> torch.Tensor:
+    """Patches of a dense [N, C, *in] map: ``index[a]`` [out_a, k_a] is the input coordinate of output
+    site o and tap j along spatial dim a (``in_a`` where no input is paired: a zero). -> [N*prod(out), K*C]."""
+    nd = len(index)
+    xp = torch.nn.functional.pad(x, (0, 1) * nd)  # the zero at coordinate in_a
+    grids = []
+    for a, idx in enumerate(index):  # broadcast to [out_0, .., out_nd-1, k_0, .., k_nd-1]
+        shape = [1] * (2 * nd)
+        shape[a], shape[nd + a] = idx.shape
+        grids.append(idx.reshape(shape))
+    patches = xp[(slice(None), slice(None), *grids)]  # [N, C, *out, *k]
+    n, c = x.shape[:2]
+    return patches.movedim(1, -1).reshape(n * math.prod(i.shape[0] for i in index), -1)
+
+
+def _conv_index(n_in: int, n_out: int, k: int, stride: int, padding: int, dilation: int, transposed: bool):
+    """Input coordinate (``n_in`` = none) of output o, tap j along one dim: conv i = o*s - p + j*d;
+    transposed conv o = i*s - p + j*d."""
+    o = torch.arange(n_out).unsqueeze(1)
+    j = torch.arange(k).unsqueeze(0)
+    if transposed:
+        num = o + padding - j * dilation
+        i = torch.div(num, stride, rounding_mode="floor")
+        ok = (num % stride == 0) & (i >= 0) & (i < n_in)
+    else:
+        i = o * stride - padding + j * dilation
+        ok = (i >= 0) & (i < n_in)
+    return torch.where(ok, i, torch.full_like(i, n_in))
+
+
+def _conv_im2col(m: nn.Module, x: torch.Tensor, y: torch.Tensor, transposed: bool) -> torch.Tensor:
+    _no_groups(m)
+    if getattr(m, "padding_mode", "zeros") != "zeros":
+        raise NotImplementedError(f"{type(m).__name__} with padding_mode={m.padding_mode!r}: expected 'zeros'")
+    if isinstance(m.padding, str):
+        raise NotImplementedError(f"{type(m).__name__} with padding={m.padding!r}: expected explicit padding")
+    index = [_conv_index(x.shape[2 + a], y.shape[2 + a], m.kernel_size[a], m.stride[a], m.padding[a],
+                         m.dilation[a], transposed).to(x.device) for a in range(x.ndim - 2)]
+    return _gather_im2col(x, index)
 
 
 class _Shadow:
@@ -103,6 +191,14 @@ class LinearView:
     def spec(m):
         return LayerSpec("linear", 1, m.out_features, m.in_features)
 
+    @staticmethod
+    def im2col(m, inputs, output, partner=None):
+        return inputs[0].reshape(-1, m.in_features)
+
+    @staticmethod
+    def outputs(m, output):
+        return _without_bias(m, output.reshape(-1, m.out_features))
+
 
 @register_layer_view(lambda m: isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)))
 class ConvView:
@@ -115,6 +211,14 @@ class ConvView:
     def spec(m):
         w = m.weight
         return LayerSpec("conv", math.prod(w.shape[2:]), w.shape[0], w.shape[1], m.groups, tuple(w.shape[2:]))
+
+    @staticmethod
+    def im2col(m, inputs, output, partner=None):
+        return _conv_im2col(m, inputs[0], output, transposed=False)
+
+    @staticmethod
+    def outputs(m, output):
+        return _dense_outputs(m, output)
 
 
 @register_layer_view(lambda m: isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)))
@@ -129,6 +233,14 @@ class ConvTransposeView:
         w = m.weight
         return LayerSpec("conv_transpose", math.prod(w.shape[2:]), w.shape[1], w.shape[0], m.groups,
                          tuple(w.shape[2:]))
+
+    @staticmethod
+    def im2col(m, inputs, output, partner=None):
+        return _conv_im2col(m, inputs[0], output, transposed=True)
+
+    @staticmethod
+    def outputs(m, output):
+        return _dense_outputs(m, output)
 
 
 @functools.cache
@@ -186,3 +298,28 @@ class SpconvView:
     def spec(m):
         return LayerSpec(spconv_kind(m), math.prod(m.kernel_size), m.out_channels, m.in_channels,
                          kernel=tuple(m.kernel_size))
+
+    @staticmethod
+    def im2col(m, inputs, output, partner=None):
+        """Gather from the rulebook: row o, tap j = the input feature paired with (o, j), zero where none.
+        A SparseInverseConv3d reuses ``partner``'s (the SparseConv3d of its indice_key) pairs, roles swapped."""
+        x = inputs[0]
+        kind = spconv_kind(m)
+        if kind == "sparse_inverse_conv":
+            if partner is None:
+                raise ValueError(f"inverse conv with indice_key {m.indice_key!r}: its SparseConv3d is needed")
+            pairs = rulebook(output.indices.cpu().numpy(), x.indices.cpu().numpy(), output.spatial_shape,
+                             partner.kernel_size, partner.stride, partner.padding, partner.dilation, subm=False)
+            pairs = [(o, i) for i, o in pairs]
+        else:
+            pairs = rulebook(x.indices.cpu().numpy(), output.indices.cpu().numpy(), x.spatial_shape, m.kernel_size,
+                             m.stride, m.padding, m.dilation, subm=kind == "subm_conv")
+        feats = x.features
+        cols = feats.new_zeros(output.features.shape[0], len(pairs), feats.shape[1])
+        for j, (src, dst) in enumerate(pairs):
+            cols[torch.from_numpy(dst).to(feats.device), j] = feats[torch.from_numpy(src).to(feats.device)]
+        return cols.reshape(cols.shape[0], -1)
+
+    @staticmethod
+    def outputs(m, output):
+        return _without_bias(m, output.features)

@@ -41,6 +41,70 @@ def _keys(coords: np.ndarray, shape) -> np.ndarray:
     return key
 
 
+def _lookup_rows(table_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Row of every key in ``table_keys`` (unsorted, unique), -1 where absent."""
+    if not len(table_keys):
+        return np.full(len(keys), -1, dtype=np.int64)
+    order = np.argsort(table_keys, kind="stable")
+    sorted_keys = table_keys[order]
+    pos = np.searchsorted(sorted_keys, keys)
+    pos[pos == len(sorted_keys)] = 0
+    return np.where(sorted_keys[pos] == keys, order[pos], -1)
+
+
+def _tap_sources(indices: np.ndarray, spatial_shape, k, s, p, d, subm: bool):
+    """Per tap j: (rows of ``indices`` that take part, the paired coordinate rows [n, 1 + ndim]).
+
+    subm: ``indices`` are the output sites, the paired coordinate is the input o + (j - k//2) * d;
+    regular: ``indices`` are the input sites, the paired coordinate is the output o = (i + p - j*d) / s.
+    """
+    spatial = indices[:, 1:]
+    shape = np.array([int(x) for x in spatial_shape])
+    if subm:
+        centre = np.array([kk // 2 for kk in k])
+    else:
+        out_shape = np.array(conv_output_shape(spatial_shape, k, s, p, d))
+    for off in kernel_offsets(k):
+        if subm:
+            other = spatial + (off - centre) * np.array(d)
+            ok = np.all((other >= 0) & (other < shape), axis=1)
+        else:
+            num = spatial + np.array(p) - off * np.array(d)
+            other = num // np.array(s)
+            ok = np.all(num % np.array(s) == 0, axis=1) & np.all((other >= 0) & (other < out_shape), axis=1)
+        rows = np.nonzero(ok)[0]
+        yield rows, np.concatenate([indices[rows, :1], other[rows]], axis=1)
+
+
+def rulebook(in_indices: np.ndarray, out_indices: np.ndarray, spatial_shape, kernel_size, stride=1, padding=0,
+             dilation=1, subm: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (input row, output row) pairs of every kernel offset j, in weight tap order (module docstring).
+
+    ``in_indices`` / ``out_indices``: the layer's input and output active sites [N, 1 + ndim] (batch,
+    spatial...) in their tensors' row order; ``spatial_shape``: the input grid.
+    """
+    in_indices = np.asarray(in_indices, dtype=np.int64)
+    out_indices = np.asarray(out_indices, dtype=np.int64)
+    ndim = in_indices.shape[1] - 1
+    k, s, p, d = (_as_tuple(v, ndim) for v in (kernel_size, stride, padding, dilation))
+    in_shape = tuple(int(x) for x in spatial_shape)
+    out_shape = in_shape if subm else conv_output_shape(in_shape, k, s, p, d)
+    pairs = []
+    if subm:
+        in_keys = _keys(in_indices, in_shape)
+        for out_rows, src in _tap_sources(out_indices, in_shape, k, s, p, d, subm=True):
+            src_rows = _lookup_rows(in_keys, _keys(src, in_shape))
+            hit = src_rows >= 0
+            pairs.append((src_rows[hit], out_rows[hit]))
+        return pairs
+    out_keys = _keys(out_indices, out_shape)
+    for in_rows, dst in _tap_sources(in_indices, in_shape, k, s, p, d, subm=False):
+        dst_rows = _lookup_rows(out_keys, _keys(dst, out_shape))
+        hit = dst_rows >= 0
+        pairs.append((in_rows[hit], dst_rows[hit]))
+    return pairs
+
+
 def tap_pair_counts(indices: np.ndarray, spatial_shape, kernel_size, stride=1, padding=0, dilation=1,
                     subm: bool = False) -> np.ndarray:
     """Pair count n_j for every kernel offset j of one sparse conv applied to active sites ``indices``.
@@ -51,26 +115,8 @@ def tap_pair_counts(indices: np.ndarray, spatial_shape, kernel_size, stride=1, p
     indices = np.asarray(indices, dtype=np.int64)
     ndim = indices.shape[1] - 1
     k, s, p, d = (_as_tuple(v, ndim) for v in (kernel_size, stride, padding, dilation))
-    offsets = kernel_offsets(k)
-    spatial = indices[:, 1:]
-    counts = np.zeros(len(offsets), dtype=np.int64)
     if subm:
-        shape = tuple(int(x) for x in spatial_shape)
-        active = np.sort(_keys(indices, shape))
-        centre = np.array([kk // 2 for kk in k])
-        for j, off in enumerate(offsets):
-            src = spatial + (off - centre) * np.array(d)
-            inside = np.all((src >= 0) & (src < np.array(shape)), axis=1)
-            keys = _keys(np.concatenate([indices[inside, :1], src[inside]], axis=1), shape)
-            pos = np.searchsorted(active, keys)
-            pos[pos == len(active)] = 0
-            counts[j] = int(np.count_nonzero(active[pos] == keys)) if len(active) else 0
-        return counts
-    out_shape = np.array(conv_output_shape(spatial_shape, k, s, p, d))
-    for j, off in enumerate(offsets):
-        num = spatial + np.array(p) - off * np.array(d)
-        ok = np.all((num % np.array(s) == 0), axis=1)
-        o = num // np.array(s)
-        ok &= np.all((o >= 0) & (o < out_shape), axis=1)
-        counts[j] = int(np.count_nonzero(ok))
-    return counts
+        return np.array([len(src) for src, _ in rulebook(indices, indices, spatial_shape, k, s, p, d, subm=True)],
+                        dtype=np.int64)
+    return np.array([len(rows) for rows, _ in _tap_sources(indices, spatial_shape, k, s, p, d, subm=False)],
+                    dtype=np.int64)

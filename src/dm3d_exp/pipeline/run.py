@@ -3,7 +3,9 @@
 summary.json / MLflow metrics (ARCHITECTURE.md): ``dense/eval/*`` and ``pruned/eval/*`` (mAP and the
 per-class AP keys), ``pruned/cost/*`` (flops_ratio, flops_reduction, macs_dense, macs_pruned,
 params_nonzero, sparsity), ``cost/flops_target``, ``distortion/predicted``, ``distortion/measured``,
-``time/<stage>_s`` (wall time spent in this job) and ``cache/<stage>_hit``.
+``time/<stage>_s`` (wall time spent in this job), ``cache/<stage>_hit`` and, with recovery,
+``pruned/recovery/*`` (layers by status, mean relative calibration error zeroed vs reconstructed, the
+seconds of reconstruction and statistics).
 """
 from __future__ import annotations
 
@@ -13,12 +15,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..fileio import atomic_write_bytes
-from ..stages import allocate, calibrate, evaluate, prune, sensitivity
+from ..stages import allocate, calibrate, evaluate, prune, recover, sensitivity
 from ..stages.context import RunContext
 from .cache import CacheEntry
 from .schema import RunConf
 
-ORDER = ("calibrate", "sensitivity", "allocate", "prune", "evaluate")
+ORDER = ("calibrate", "sensitivity", "allocate", "prune", "recover", "evaluate")
 
 
 class _Timeline:
@@ -55,12 +57,17 @@ def run_stages(conf: RunConf) -> tuple[dict, dict[str, CacheEntry], _Timeline]:
     if not _wanted(conf, "prune"):
         return _summary(conf, allocate.load(alloc), None, None, None, tl), entries, tl
     entries["prune"] = pruned = tl.run("prune", prune.run, ctx, alloc, sens)
-    if not _wanted(conf, "evaluate"):
-        return _summary(conf, allocate.load(alloc), pruned, None, None, tl), entries, tl
-    entries["evaluate_dense"] = dense_eval = tl.run("evaluate", evaluate.run, ctx, ctx.checkpoint, calib, "dense")
     ckpt = str(pruned.path / "pruned.pth") if conf.pruning.method != "dense" else ctx.checkpoint
+    recovered = None
+    if _wanted(conf, "recover") and conf.recovery.enabled and conf.pruning.method != "dense":
+        entries["recover"] = recovered = tl.run("recover", recover.run, ctx, pruned, calib)
+        ckpt = str(recovered.path / "recovered.pth")
+    if not _wanted(conf, "evaluate"):
+        return _summary(conf, allocate.load(alloc), pruned, None, None, tl, recovered), entries, tl
+    entries["evaluate_dense"] = dense_eval = tl.run("evaluate", evaluate.run, ctx, ctx.checkpoint, calib, "dense")
     entries["evaluate"] = pruned_eval = tl.run("evaluate", evaluate.run, ctx, ckpt, calib, "pruned")
-    summary = _summary(conf, allocate.load(alloc), pruned, evaluate.load(dense_eval), evaluate.load(pruned_eval), tl)
+    summary = _summary(conf, allocate.load(alloc), pruned, evaluate.load(dense_eval), evaluate.load(pruned_eval), tl,
+                       recovered)
     if conf.eval.additivity_checks and sens is not None:
         entries["additivity"] = add = tl.run("additivity", evaluate.additivity, ctx, sens)
         summary.update({f"distortion/additivity_{k}": v for k, v in add.meta().items() if k.startswith("ratio_")})
@@ -69,7 +76,7 @@ def run_stages(conf: RunConf) -> tuple[dict, dict[str, CacheEntry], _Timeline]:
 
 
 def _summary(conf: RunConf, plan: dict, pruned: CacheEntry | None, dense_eval: dict | None,
-             pruned_eval: dict | None, tl: _Timeline) -> dict:
+             pruned_eval: dict | None, tl: _Timeline, recovered: CacheEntry | None = None) -> dict:
     out: dict[str, float] = {"cost/flops_target": conf.pruning.flops_target}
     macs = plan["macs"]
     ratio = pruned_eval["cost"]["flops_ratio"] if pruned_eval else plan["flops_ratio"]
@@ -88,6 +95,9 @@ def _summary(conf: RunConf, plan: dict, pruned: CacheEntry | None, dense_eval: d
         meta = pruned.meta()
         out["pruned/cost/params_nonzero"] = meta["params_nonzero"]
         out["pruned/cost/params_total"] = meta["params_total"]
+    if recovered is not None:
+        out.update({f"pruned/recovery/{k}": float(v) for k, v in recovered.meta().items()
+                    if k.startswith(("layers", "error_", "seconds_", "bn_")) and isinstance(v, (int, float))})
     for prefix, ev in (("dense", dense_eval), ("pruned", pruned_eval)):
         if ev:
             out.update({f"{prefix}/eval/{k}": v for k, v in ev["eval"].items()})

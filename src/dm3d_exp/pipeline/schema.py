@@ -15,7 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ..errors import InputError
 
 METHODS = ("dm3d", "rd_measured", "uniform", "uniform_plus", "global_magnitude", "lamp", "erk", "dense")
-STAGES = ("all", "calibrate", "sensitivity", "allocate", "prune", "evaluate")
+STAGES = ("all", "calibrate", "sensitivity", "allocate", "prune", "recover", "evaluate")
 
 
 def _choice(key: str, value, choices) -> None:
@@ -121,6 +121,38 @@ class SensitivityConf:
 
 
 @dataclass
+class RecoveryConf:
+    """Finetune-free recovery after pruning (METHOD.md §11; beyond the paper)."""
+
+    method: str = "none"               # none | reconstruct
+    target: str = "dense_weights"      # dense_weights | dense_outputs
+    damping: float = 1e-4              # alpha: damp = alpha * mean(diag H)
+    num_frames: Optional[int] = None   # calibration frames used (null: all of calib.num_frames)
+    max_sites: int = 4096              # output sites per layer and frame (seeded subsample)
+    layers_per_pass: int = 1           # 1: fully sequential; large: parallel (inputs from the dense model)
+    statistics: str = "none"           # none | bn_reestimate
+    bn_frames: int = 64                # training-pipeline frames for BN re-estimation
+    bn_batch_size: Optional[int] = None  # null: the detector's training batch size
+
+    def __post_init__(self):
+        _choice("recovery.method", self.method, ("none", "reconstruct"))
+        _choice("recovery.target", self.target, ("dense_weights", "dense_outputs"))
+        _range("recovery.damping", self.damping, 0.0, float("inf"), lo_open=True)
+        if self.num_frames is not None:
+            _range("recovery.num_frames", self.num_frames, 1, 100_000)
+        _range("recovery.max_sites", self.max_sites, 1, 100_000_000)
+        _range("recovery.layers_per_pass", self.layers_per_pass, 1, 100_000)
+        _choice("recovery.statistics", self.statistics, ("none", "bn_reestimate"))
+        _range("recovery.bn_frames", self.bn_frames, 1, 100_000)
+        if self.bn_batch_size is not None:
+            _range("recovery.bn_batch_size", self.bn_batch_size, 1, 1024)
+
+    @property
+    def enabled(self) -> bool:
+        return self.method != "none" or self.statistics != "none"
+
+
+@dataclass
 class EvalConf:
     split: str = "val"
     num_frames: Optional[int] = None
@@ -158,6 +190,7 @@ class RunConf:
     pruning: PruningConf = field(default_factory=PruningConf)
     calib: CalibConf = field(default_factory=CalibConf)
     sensitivity: SensitivityConf = field(default_factory=SensitivityConf)
+    recovery: RecoveryConf = field(default_factory=RecoveryConf)
     eval: EvalConf = field(default_factory=EvalConf)
     tracking: TrackingConf = field(default_factory=TrackingConf)
     stage: str = "all"
@@ -170,6 +203,9 @@ class RunConf:
     def __post_init__(self):
         _choice("stage", self.stage, STAGES)
         _choice("device", self.device, ("auto", "cpu", "cuda"))
+        if self.recovery.num_frames is not None and self.recovery.num_frames > self.calib.num_frames:
+            raise InputError(f"recovery.num_frames={self.recovery.num_frames} is larger than calib.num_frames="
+                             f"{self.calib.num_frames}, expected at most the calibration frames")
         if self.detector.checkpoint is None:
             raise InputError(f"detector.checkpoint is missing for detector {self.detector.name!r}, expected a "
                              f"trained .pth (make train-reference DETECTOR={self.detector.name}, or detector.checkpoint=PATH)")

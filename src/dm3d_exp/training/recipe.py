@@ -48,17 +48,6 @@ def config_sha256(config: str | os.PathLike) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _rebase(node, old: str, new: str):
-    """Copy of a config tree with every string that starts with ``old`` starting with ``new`` instead."""
-    if isinstance(node, str):
-        return new + node[len(old):] if node.startswith(old) else node
-    if isinstance(node, dict):
-        return type(node)({k: _rebase(v, old, new) for k, v in node.items()})
-    if isinstance(node, (list, tuple)):
-        return type(node)(_rebase(v, old, new) for v in node)
-    return node
-
-
 def load_config(config: str | os.PathLike, data_root: str | os.PathLike | None = None):
     """mmengine Config of an mmdet3d config file with its ``data_root`` replaced by ``data_root``.
 
@@ -66,20 +55,10 @@ def load_config(config: str | os.PathLike, data_root: str | os.PathLike | None =
     with the file's own ``data_root`` (dataset roots, info files, the GT database, the evaluator's
     ann_file) is rebased, so one argument points the whole config at a dataset.
     """
-    from mmengine.config import Config
-
-    from ..adapters.detector import load_config as load_mmdet3d_config
+    from ..adapters.detector import load_config as load_mmdet3d_config, rebase_data_root
 
     cfg = load_mmdet3d_config(str(config))
-    if data_root is not None:
-        old = cfg.get("data_root")
-        if not old:
-            raise InputError(f"{config}: has no top-level data_root to replace")
-        new = str(Path(data_root).absolute()) + "/"
-        rebased = _rebase(cfg.to_dict(), old, new)
-        rebased["data_root"] = new
-        cfg = Config(rebased, filename=cfg.filename)
-    return cfg
+    return cfg if data_root is None else rebase_data_root(cfg, data_root)
 
 
 def set_threads(threads: int | None) -> None:

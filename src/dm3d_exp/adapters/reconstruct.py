@@ -1,0 +1,205 @@
+"""Sequential fixed-mask reconstruction of a real detector's prunable layers (METHOD.md §11.1).
+
+Layers are taken in forward order, ``layers_per_pass`` at a time (SparseGPT-style): one calibration pass
+records the inputs of the pass's layers in the current model — whose earlier layers are already pruned and
+reconstructed, and whose later layers are still dense — then every layer of the pass is solved with its
+mask (:func:`dm3d_exp.core.reconstruct.reconstruct_rows`) and written back. ``layers_per_pass >= L`` is the
+"parallel" variant (every input from the dense model, one pass). ``target: dense_outputs`` also records
+the same output sites in the dense model (X_d), so the solve corrects upstream error as well.
+Output sites are subsampled per layer and forward (``max_sites``, a seeded choice shared by both models).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..core.reconstruct import LayerStatistics, check_rank, reconstruct_rows
+from .heads import head_outputs
+from .layers import from_rows, layer_im2col, layer_spec, rows, spconv_kind, weight_view
+
+
+@dataclass(frozen=True)
+class ReconstructionSpec:
+    """Settings of the reconstruction (the ``recovery`` config section's reconstruction keys)."""
+
+    target: str = "dense_weights"   # 'dense_weights' | 'dense_outputs'
+    damping: float = 1e-4           # alpha: damp = alpha * mean(diag H)
+    max_sites: int = 4096           # output sites per layer and forward (seeded subsample)
+    layers_per_pass: int = 1        # 1: fully sequential; >= number of layers: parallel (dense inputs)
+    seed: int = 0
+
+
+class _StopForward(Exception):
+    """Raised by a hook once every layer of the pass has fired: the rest of the forward is not needed."""
+
+
+def _site_choice(n: int, max_sites: int, seed: int, frame: int, name: str, call: int) -> torch.Tensor | None:
+    if n <= max_sites:
+        return None
+    digest = hashlib.sha256(f"{seed}/{frame}/{name}/{call}".encode()).digest()
+    gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    return torch.randperm(n, generator=gen)[:max_sites].sort().values
+
+
+def _partners(model: nn.Module, layers: Mapping[str, nn.Module]) -> dict[str, nn.Module]:
+    """For each SparseInverseConv3d, the SparseConv3d of the model sharing its indice_key."""
+    convs = {getattr(m, "indice_key", None): m for m in model.modules()
+             if getattr(m, "indice_key", None) is not None and getattr(m, "weight", None) is not None
+             and not getattr(m, "subm", False) and not getattr(m, "inverse", False)}
+    out = {}
+    for name, m in layers.items():
+        if layer_spec(m).kind.startswith("sparse") and spconv_kind(m) == "sparse_inverse_conv":
+            if m.indice_key not in convs:
+                raise ValueError(f"{name}: inverse conv indice_key {m.indice_key!r} has no matching SparseConv3d")
+            out[name] = convs[m.indice_key]
+    return out
+
+
+class _Recorder:
+    """Forward hooks that im2col the inputs of ``names`` on every call and hand them to ``sink``."""
+
+    def __init__(self, model: nn.Module, layers: Mapping[str, nn.Module], names: Sequence[str],
+                 sink: Callable[[str, int, torch.Tensor], None], stop_when_done: bool):
+        self.layers, self.names, self.sink = layers, list(names), sink
+        self.partners = _partners(model, {n: layers[n] for n in names})
+        self.stop_when_done = stop_when_done
+        self.calls: dict[str, int] = {}
+        self._handles = []
+
+    def __enter__(self):
+        self._handles = [self.layers[n].register_forward_hook(self._hook(n)) for n in self.names]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+
+    def _hook(self, name: str):
+        def hook(mod, inputs, output):
+            call = self.calls.get(name, 0)
+            self.calls[name] = call + 1
+            with torch.no_grad():
+                self.sink(name, call, layer_im2col(mod, inputs, output, self.partners.get(name)))
+            if self.stop_when_done and len(self.calls) == len(self.names):
+                raise _StopForward
+
+        return hook
+
+    def run(self, model: nn.Module, inputs, samples) -> None:
+        self.calls = {}
+        try:
+            with torch.no_grad():
+                head_outputs(model, inputs, samples)
+        except _StopForward:
+            pass
+
+
+def forward_order(model: nn.Module, layers: Mapping[str, nn.Module], batch) -> list[str]:
+    """Layer names in the order their forward first runs on ``batch``; layers that never run come last."""
+    seen: list[str] = []
+
+    def fired(name):
+        if name not in seen:
+            seen.append(name)
+
+    handles = [m.register_forward_hook(lambda mod, i, o, n=n: fired(n)) for n, m in layers.items()]
+    try:
+        with torch.no_grad():
+            head_outputs(model, *batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen + [n for n in layers if n not in seen]
+
+
+def _layer_record(name: str, status: str, stats: LayerStatistics | None, solve=None) -> dict:
+    rec = {"status": status, "samples": stats.n if stats else 0}
+    if solve is not None:
+        rec.update(error_zeroed=solve.error_zeroed, error_reconstructed=solve.error_reconstructed,
+                   damping=solve.damping)
+    return rec
+
+
+@torch.no_grad()
+def _solve_layer(name: str, module: nn.Module, mask: torch.Tensor, stats: LayerStatistics,
+                 spec: ReconstructionSpec) -> dict:
+    """Reconstruct one layer in place (weights already dense); the per-layer record of what happened."""
+    view = weight_view(module)
+    if not bool(mask.any()):
+        view.zero_()
+        return _layer_record(name, "fully_pruned", stats)
+    if stats.n == 0:
+        view.mul_(mask.to(view.device))
+        return _layer_record(name, "no_calibration_input", stats)
+    check_rank(name, stats.n, stats.d)
+    h, c, dd = stats.moments()
+    alpha = spec.damping
+    for _ in range(4):
+        try:
+            solve = reconstruct_rows(rows(view), rows(mask), h, c, dd, alpha=alpha)
+            break
+        except torch.linalg.LinAlgError:
+            alpha *= 10.0
+    else:
+        view.mul_(mask.to(view.device))
+        return _layer_record(name, "singular_kept_zeroed", stats)
+    if not solve.error_reconstructed <= solve.error_zeroed:  # never worse than zeroing (also catches NaN)
+        view.mul_(mask.to(view.device))
+        return _layer_record(name, "worse_than_zeroed_kept_zeroed", stats, solve)
+    view.copy_(from_rows(solve.weights.to(view.dtype), view.shape).to(view.device))
+    return _layer_record(name, "reconstructed" if alpha == spec.damping else f"reconstructed_damping_{alpha:g}",
+                         stats, solve)
+
+
+def reconstruct_model(model: nn.Module, layers: Mapping[str, nn.Module], masks: Mapping[str, torch.Tensor],
+                      batches: Sequence, spec: ReconstructionSpec, dense_model: nn.Module | None = None,
+                      dense_layers: Mapping[str, nn.Module] | None = None,
+                      progress: Callable[[int], None] | None = None) -> dict[str, dict]:
+    """Prune ``model``'s ``layers`` to ``masks`` (canonical-view bool, True = kept) and reconstruct them.
+
+    ``model`` must hold the dense weights on entry. ``target: dense_outputs`` needs ``dense_model`` (an
+    untouched copy) and its ``dense_layers`` of the same names. Returns {layer: record} with status
+    (reconstructed, fully_pruned, no_calibration_input, ...), sample count and relative calibration
+    errors zeroed vs reconstructed. Raises ReconstructionError for a layer with fewer samples than inputs.
+    """
+    cross = spec.target == "dense_outputs"
+    if spec.target not in ("dense_weights", "dense_outputs"):
+        raise ValueError(f"target={spec.target!r}: expected 'dense_weights' or 'dense_outputs'")
+    if cross and (dense_model is None or dense_layers is None):
+        raise ValueError("target='dense_outputs' needs the dense model and its layers")
+    names = [n for n in forward_order(model, layers, batches[0]) if n in masks]
+    step = max(1, int(spec.layers_per_pass))
+    records: dict[str, dict] = {}
+    for start in range(0, len(names), step):
+        chunk = names[start:start + step]
+        stats = {n: LayerStatistics(layer_spec(layers[n]).taps * layer_spec(layers[n]).cin, cross) for n in chunk}
+        dense_x: dict[tuple[str, int], torch.Tensor] = {}
+        frame = 0
+
+        def keep_sites(name, call, x):
+            idx = _site_choice(x.shape[0], spec.max_sites, spec.seed, frame, name, call)
+            return x if idx is None else x[idx.to(x.device)]
+
+        def dense_sink(name, call, x):
+            dense_x[(name, call)] = keep_sites(name, call, x)
+
+        def sink(name, call, x):
+            x_p = keep_sites(name, call, x)
+            stats[name].add(x_p, dense_x.pop((name, call)) if cross else None)
+
+        for frame, (inputs, samples) in enumerate(batches):
+            if cross:
+                with _Recorder(dense_model, dense_layers, chunk, dense_sink, stop_when_done=True) as rec:
+                    rec.run(dense_model, inputs, samples)
+            with _Recorder(model, layers, chunk, sink, stop_when_done=True) as rec:
+                rec.run(model, inputs, samples)
+            dense_x.clear()
+        for n in chunk:
+            records[n] = _solve_layer(n, layers[n], masks[n], stats[n], spec)
+            if progress:
+                progress(1)
+    return records

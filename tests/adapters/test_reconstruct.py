@@ -1,0 +1,136 @@
+"""Sequential fixed-mask reconstruction and BN re-estimation on real (tiny) mmdet3d detectors."""
+import copy
+
+import pytest
+import torch
+
+pytest.importorskip("mmdet3d", reason="mmdet3d not installed")
+
+from dm3d_exp.adapters.batchnorm import batchnorm_modules, reestimate_batchnorm
+from dm3d_exp.adapters.detector import build_detector, points_batch
+from dm3d_exp.adapters.layers import layer_spec, prunable_modules, weight_view
+from dm3d_exp.adapters.reconstruct import ReconstructionSpec, forward_order, reconstruct_model
+from dm3d_exp.adapters.sensitivity import DistortionMeter, DistortionSpec
+from dm3d_exp.core.ranking import magnitude_order
+from dm3d_exp.core.reconstruct import ReconstructionError
+from tiny_detectors import he_init, random_points, tiny_centerpoint
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    det = he_init(build_detector(tiny_centerpoint()))
+    batches = [points_batch(det, [random_points(s, n=30000)]) for s in range(6)]
+    return det, batches
+
+
+def _masks(model, density=0.4, max_inputs=96):
+    """Magnitude masks of the layers with at most ``max_inputs`` inputs per site: the tiny model's BEV
+    map is 8 x 8 (4 x 4 at stride 16), so wider layers get fewer samples than inputs on 6 frames."""
+    masks = {}
+    for name, m in prunable_modules(model):
+        if layer_spec(m).taps * layer_spec(m).cin > max_inputs:
+            continue
+        view = weight_view(m).detach()
+        order = magnitude_order(view)
+        keep = torch.ones(view.numel(), dtype=torch.bool)
+        keep[order[: int(round((1 - density) * view.numel()))]] = False
+        masks[name] = keep.reshape(view.shape)
+    return masks
+
+
+def _zeroed(model, masks):
+    z = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, m in prunable_modules(z):
+            if name in masks:
+                weight_view(m).mul_(masks[name])
+    return z
+
+
+@pytest.mark.parametrize("spec", [ReconstructionSpec(), ReconstructionSpec(target="dense_outputs", layers_per_pass=3),
+                                  ReconstructionSpec(layers_per_pass=10_000, max_sites=300)],
+                         ids=["sequential", "dense_outputs_by_3", "parallel_subsampled"])
+def test_reconstruction_keeps_masks_and_lowers_output_distortion(setup, spec):
+    dense, batches = setup
+    masks = _masks(dense)
+    model = copy.deepcopy(dense)
+    layers = {n: m for n, m in prunable_modules(model) if n in masks}
+    ref = copy.deepcopy(dense)
+    records = reconstruct_model(model, layers, masks, batches, spec, ref, dict(prunable_modules(ref)))
+    assert set(records) == set(masks)
+    assert len(masks) >= 10
+    for name, m in layers.items():
+        assert not bool(weight_view(m).detach()[~masks[name]].any()), name
+    solved = [r for r in records.values() if r["status"] == "reconstructed"]
+    assert len(solved) == len(masks)
+    assert all(r["error_reconstructed"] <= r["error_zeroed"] for r in solved)
+    meter = DistortionMeter(dense, batches, DistortionSpec())
+    assert meter(model) < 0.5 * meter(_zeroed(dense, masks))
+
+
+def test_sequential_and_parallel_differ_only_after_the_first_layer(setup):
+    """The first layer sees the same (raw) inputs in both variants; a later layer sees pruned inputs
+    only in the sequential one."""
+    dense, batches = setup
+    masks = _masks(dense)
+    out = {}
+    for per_pass in (1, 10_000):
+        model = copy.deepcopy(dense)
+        layers = {n: m for n, m in prunable_modules(model) if n in masks}
+        reconstruct_model(model, layers, masks, batches, ReconstructionSpec(layers_per_pass=per_pass))
+        out[per_pass] = {n: weight_view(m).detach().clone() for n, m in layers.items()}
+    order = forward_order(dense, {n: m for n, m in prunable_modules(dense) if n in masks}, batches[0])
+    torch.testing.assert_close(out[1][order[0]], out[10_000][order[0]])
+    assert not torch.allclose(out[1][order[-1]], out[10_000][order[-1]])
+
+
+def test_fully_pruned_and_unused_layers_are_recorded_not_nan(setup):
+    dense, batches = setup
+    masks = _masks(dense)
+    first = forward_order(dense, {n: m for n, m in prunable_modules(dense) if n in masks}, batches[0])[0]
+    masks[first] = torch.zeros_like(masks[first])
+    model = copy.deepcopy(dense)
+    layers = {n: m for n, m in prunable_modules(model) if n in masks}
+    extra = torch.nn.Conv2d(2, 2, 1)  # a prunable layer the forward never reaches
+    layers["unused"] = extra
+    masks["unused"] = torch.ones_like(weight_view(extra), dtype=torch.bool)
+    records = reconstruct_model(model, layers, masks, batches, ReconstructionSpec(layers_per_pass=10_000))
+    assert records[first]["status"] == "fully_pruned" and not bool(weight_view(layers[first]).any())
+    assert records["unused"]["status"] == "no_calibration_input" and records["unused"]["samples"] == 0
+    assert all(torch.isfinite(m.weight).all() for m in layers.values())
+
+
+def test_too_few_samples_for_a_layers_rank_is_an_error(setup):
+    dense, batches = setup
+    model = copy.deepcopy(dense)
+    layers = dict(prunable_modules(model))
+    widest = max(layers, key=lambda n: layer_spec(layers[n]).taps * layer_spec(layers[n]).cin)
+    with pytest.raises(ReconstructionError, match=f"layer {widest}: .* calibration samples for"):
+        reconstruct_model(model, {widest: layers[widest]}, {widest: _masks(dense, max_inputs=10**9)[widest]}, batches[:1],
+                          ReconstructionSpec(max_sites=8))
+
+
+def test_bn_reestimation_reproduces_statistics_of_the_frames(setup):
+    """Re-estimating on a fixed set of batches gives each BN the exact mean of its inputs over them
+    (cumulative average), the same twice, and leaves the model in eval mode."""
+    dense, batches = setup
+    model = copy.deepcopy(dense)
+    bns = batchnorm_modules(model)
+    assert bns
+    first = next(iter(bns.values()))
+    seen_inputs = []
+    handle = first.register_forward_hook(lambda m, i, o: seen_inputs.append(i[0].detach()))
+    assert reestimate_batchnorm(model, batches) == len(batches)
+    handle.remove()
+    dims = [0] + list(range(2, seen_inputs[0].ndim))
+    expected = torch.stack([x.mean(dim=dims) for x in seen_inputs]).mean(0)
+    torch.testing.assert_close(first.running_mean, expected, rtol=1e-4, atol=1e-5)
+    again = copy.deepcopy(dense)
+    reestimate_batchnorm(again, batches)
+    for (n, a), b in zip(bns.items(), batchnorm_modules(again).values()):
+        assert torch.equal(a.running_var, b.running_var), n
+        assert a.momentum == b.momentum and not a.training
+    assert not model.training
