@@ -137,22 +137,22 @@ def read_checkpoint_file(path: str | os.PathLike, trust: bool = False):
     p = str(path)
     if not os.path.isfile(p):
         raise InputError(f"checkpoint {p!r} does not exist (expected a .pth file)")
-    try:
-        with torch.serialization.safe_globals(list(safe_globals())):
-            try:
-                return torch.load(p, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError as e:
-                needs_trust, refused = _refusal(p, e)
-                if not needs_trust:
-                    raise RuntimeError(refused) from None
-    except Exception as e:
-        raise InputError(f"checkpoint {p!r} is not a readable torch file ({type(e).__name__}: "
-                         f"{_one_line(e, 100)}): expected a .pth written by torch.save") from None
+    needs_trust, reason = False, ""
+    with torch.serialization.safe_globals(list(safe_globals())):  # also for _refusal's scan of the file
+        try:
+            return torch.load(p, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            needs_trust, reason = _refusal(p, e)
+        except Exception as e:
+            reason = f"{type(e).__name__}: {_one_line(e, 100)}"
+    if not needs_trust:
+        raise InputError(f"checkpoint {p!r} is not a readable torch file ({reason}): expected a .pth written "
+                         "by torch.save")
     if not trust:
-        raise InputError(f"checkpoint {p!r} needs more than weights-only unpickling ({refused}); loading it would "
+        raise InputError(f"checkpoint {p!r} needs more than weights-only unpickling ({reason}); loading it could "
                          f"run code from the file: set {TRUST_OPTION}=true only for a file from a trusted source "
                          "(risk: arbitrary code execution)")
-    warnings.warn(f"{TRUST_OPTION}=true: unpickling {p!r} without restrictions ({refused})", stacklevel=2)
+    warnings.warn(f"{TRUST_OPTION}=true: unpickling {p!r} without restrictions ({reason})", stacklevel=2)
     try:
         return torch.load(p, map_location="cpu", weights_only=False)
     except Exception as e:
