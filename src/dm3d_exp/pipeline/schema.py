@@ -51,6 +51,7 @@ class DetectorConf:
     checkpoint: Optional[str] = None
     classes: list = field(default_factory=list)
     point_cloud_range: list = field(default_factory=list)
+    trust_checkpoint: bool = False  # true: unpickle detector.checkpoint without restrictions (runs its code)
 
 
 @dataclass

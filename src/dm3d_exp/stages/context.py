@@ -116,7 +116,8 @@ class RunContext:
     def model(self, checkpoint: str | None = "default"):
         """A fresh detector on the run's device with the given (default: the run's) checkpoint."""
         ck = self.checkpoint if checkpoint == "default" else checkpoint
-        return build_detector(self.mmdet3d_cfg, ck, device=self.device)
+        trust = bool(self.conf.detector.trust_checkpoint) and ck == self.checkpoint  # never for cache entries
+        return build_detector(self.mmdet3d_cfg, ck, device=self.device, trust=trust)
 
     @functools.lru_cache(maxsize=None)
     def dataset(self, split: str):
