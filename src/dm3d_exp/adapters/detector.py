@@ -76,7 +76,10 @@ def build_detector(config, checkpoint: str | os.PathLike | None = None, device: 
     from mmdet3d.registry import MODELS
 
     cfg = load_config(config)
-    model = MODELS.build(cfg.model)
+    from mmengine.registry import DefaultScope
+
+    with DefaultScope.overwrite_default_scope("mmdet3d"):  # another library may have set its own scope
+        model = MODELS.build(cfg.model)
     if checkpoint is not None:
         expected = f"detector config {getattr(cfg, 'filename', None) or '<in-memory>'!r} (model {cfg.model.type})"
         load_state_strict(model, read_checkpoint(checkpoint, trust=trust), checkpoint, expected)
