@@ -150,3 +150,42 @@ def test_pv_rcnn_run_prunes_both_stages(workspace, tmp_path):
     assert {n.split(".")[0] for n in layers} >= {"middle_encoder", "points_encoder", "backbone", "rpn_head", "roi_head"}
     assert any(n.startswith("roi_head.") and v["pruned"] > 0 for n, v in layers.items())
     assert summary["distortion/predicted"] > 0 and summary["distortion/measured"] > 0
+
+
+def _run_summary(workspace, tmp_path, name, *overrides):
+    _dm3d(workspace, tmp_path, "pruning=uniform", "pruning.flops_target=0.5", "tracking=off",
+          f"hydra.run.dir={tmp_path / name}", *overrides)
+    return json.loads((tmp_path / name / "summary.json").read_text())
+
+
+def test_recovery_stage_keeps_the_masks_and_reports_its_record(workspace, tmp_path):
+    """recovery=reconstruct through the real pipeline: the same FLOPs as the zeroed model (masks kept),
+    every selected layer reconstructed, its time and record in the summary; a second run is a cache hit.
+    (BN re-estimation needs a GT database with every class: the 4-frame workspace has no Cyclist; it is
+    tested in tests/adapters/test_reconstruct.py.)"""
+    heads = ("pruning.prunable=heads", "pruning.denominator=prunable", "calib.num_frames=4")
+    zeroed = _run_summary(workspace, tmp_path, "zeroed", *heads)
+    recovered = _run_summary(workspace, tmp_path, "recovered", *heads, "recovery=reconstruct")
+    assert recovered["pruned/cost/flops_ratio"] == pytest.approx(zeroed["pruned/cost/flops_ratio"])
+    assert recovered["pruned/cost/params_nonzero"] == zeroed["pruned/cost/params_nonzero"]
+    n = recovered["pruned/recovery/layers"]
+    assert n == 3 and recovered["pruned/recovery/layers_reconstructed"] == n
+    assert recovered["pruned/recovery/error_reconstructed_mean"] < recovered["pruned/recovery/error_zeroed_mean"]
+    assert recovered["time/recover_s"] > 0 and recovered["cache/recover_hit"] == 0.0
+    assert recovered["artifacts"]["evaluate"]["key"] != zeroed["artifacts"]["evaluate"]["key"]
+    again = _run_summary(workspace, tmp_path, "again", *heads, "recovery=reconstruct")
+    assert again["cache/recover_hit"] == 1.0 and again["pruned/eval/mAP"] == recovered["pruned/eval/mAP"]
+
+
+def test_recovery_with_too_few_calibration_samples_is_one_line_and_caches_nothing(workspace, tmp_path):
+    root, data, ckpt = workspace
+    proc = subprocess.run([sys.executable, "-c", "from dm3d_exp.cli import main; main()",
+                           "detector=pointpillars_synth", f"detector.mmdet3d_config={TINY}", f"detector.checkpoint={ckpt}",
+                           f"dataset.root={data}", f"cache_dir={root / 'cache_rank'}", "calib.num_frames=1",
+                           "calib.reference_frames=1", "pruning=uniform", "pruning.flops_target=0.5",
+                           "recovery=reconstruct", "recovery.max_sites=4", "tracking=off", "progress=false"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(line) == 1 and "recovery.max_sites=4" in line[0] and "calibration samples for" in line[0]
+    assert not list((root / "cache_rank" / "recover").glob("*/meta.json"))
