@@ -212,9 +212,11 @@ class ConvView:
         w = m.weight
         return LayerSpec("conv", math.prod(w.shape[2:]), w.shape[0], w.shape[1], m.groups, tuple(w.shape[2:]))
 
-    @staticmethod
-    def im2col(m, inputs, output, partner=None):
-        return _conv_im2col(m, inputs[0], output, transposed=False)
+    transposed = False
+
+    @classmethod
+    def im2col(cls, m, inputs, output, partner=None):
+        return _conv_im2col(m, inputs[0], output, transposed=cls.transposed)
 
     @staticmethod
     def outputs(m, output):
@@ -222,7 +224,9 @@ class ConvView:
 
 
 @register_layer_view(lambda m: isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)))
-class ConvTransposeView:
+class ConvTransposeView(ConvView):
+    transposed = True
+
     @staticmethod
     def view(m):
         w = m.weight
@@ -233,14 +237,6 @@ class ConvTransposeView:
         w = m.weight
         return LayerSpec("conv_transpose", math.prod(w.shape[2:]), w.shape[1], w.shape[0], m.groups,
                          tuple(w.shape[2:]))
-
-    @staticmethod
-    def im2col(m, inputs, output, partner=None):
-        return _conv_im2col(m, inputs[0], output, transposed=True)
-
-    @staticmethod
-    def outputs(m, output):
-        return _dense_outputs(m, output)
 
 
 @functools.cache
