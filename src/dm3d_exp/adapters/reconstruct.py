@@ -116,7 +116,7 @@ def forward_order(model: nn.Module, layers: Mapping[str, nn.Module], batch) -> l
     return seen + [n for n in layers if n not in seen]
 
 
-def _layer_record(name: str, status: str, stats: LayerStatistics | None, solve=None) -> dict:
+def _layer_record(status: str, stats: LayerStatistics | None, solve=None) -> dict:
     rec = {"status": status, "samples": stats.n if stats else 0}
     if solve is not None:
         rec.update(error_zeroed=solve.error_zeroed, error_reconstructed=solve.error_reconstructed,
@@ -131,10 +131,10 @@ def _solve_layer(name: str, module: nn.Module, mask: torch.Tensor, stats: LayerS
     view = weight_view(module)
     if not bool(mask.any()):
         view.zero_()
-        return _layer_record(name, "fully_pruned", stats)
+        return _layer_record("fully_pruned", stats)
     if stats.n == 0:
         view.mul_(mask.to(view.device))
-        return _layer_record(name, "no_calibration_input", stats)
+        return _layer_record("no_calibration_input", stats)
     check_rank(name, stats.n, stats.d)
     h, c, dd = stats.moments()
     alpha = spec.damping
@@ -146,12 +146,12 @@ def _solve_layer(name: str, module: nn.Module, mask: torch.Tensor, stats: LayerS
             alpha *= 10.0
     else:
         view.mul_(mask.to(view.device))
-        return _layer_record(name, "singular_kept_zeroed", stats)
+        return _layer_record("singular_kept_zeroed", stats)
     if not solve.error_reconstructed <= solve.error_zeroed:  # never worse than zeroing (also catches NaN)
         view.mul_(mask.to(view.device))
-        return _layer_record(name, "worse_than_zeroed_kept_zeroed", stats, solve)
+        return _layer_record("worse_than_zeroed_kept_zeroed", stats, solve)
     view.copy_(from_rows(solve.weights.to(view.dtype), view.shape).to(view.device))
-    return _layer_record(name, "reconstructed" if alpha == spec.damping else f"reconstructed_damping_{alpha:g}",
+    return _layer_record("reconstructed" if alpha == spec.damping else f"reconstructed_damping_{alpha:g}",
                          stats, solve)
 
 
@@ -191,13 +191,14 @@ def reconstruct_model(model: nn.Module, layers: Mapping[str, nn.Module], masks: 
             x_p = keep_sites(name, call, x)
             stats[name].add(x_p, dense_x.pop((name, call)) if cross else None)
 
-        for frame, (inputs, samples) in enumerate(batches):
-            if cross:
-                with _Recorder(dense_model, dense_layers, chunk, dense_sink, stop_when_done=True) as rec:
-                    rec.run(dense_model, inputs, samples)
-            with _Recorder(model, layers, chunk, sink, stop_when_done=True) as rec:
+        dense_rec = _Recorder(dense_model, dense_layers, chunk, dense_sink, stop_when_done=True) if cross else None
+        with _Recorder(model, layers, chunk, sink, stop_when_done=True) as rec:
+            for frame, (inputs, samples) in enumerate(batches):
+                if dense_rec is not None:
+                    with dense_rec:
+                        dense_rec.run(dense_model, inputs, samples)
                 rec.run(model, inputs, samples)
-            dense_x.clear()
+                dense_x.clear()
         for n in chunk:
             records[n] = _solve_layer(n, layers[n], masks[n], stats[n], spec)
             if progress:

@@ -89,19 +89,14 @@ def rulebook(in_indices: np.ndarray, out_indices: np.ndarray, spatial_shape, ker
     k, s, p, d = (_as_tuple(v, ndim) for v in (kernel_size, stride, padding, dilation))
     in_shape = tuple(int(x) for x in spatial_shape)
     out_shape = in_shape if subm else conv_output_shape(in_shape, k, s, p, d)
+    # subm walks the output sites and finds their inputs; a regular conv walks the inputs to their outputs
+    walk, table, table_shape = (out_indices, in_indices, in_shape) if subm else (in_indices, out_indices, out_shape)
+    table_keys = _keys(table, table_shape)
     pairs = []
-    if subm:
-        in_keys = _keys(in_indices, in_shape)
-        for out_rows, src in _tap_sources(out_indices, in_shape, k, s, p, d, subm=True):
-            src_rows = _lookup_rows(in_keys, _keys(src, in_shape))
-            hit = src_rows >= 0
-            pairs.append((src_rows[hit], out_rows[hit]))
-        return pairs
-    out_keys = _keys(out_indices, out_shape)
-    for in_rows, dst in _tap_sources(in_indices, in_shape, k, s, p, d, subm=False):
-        dst_rows = _lookup_rows(out_keys, _keys(dst, out_shape))
-        hit = dst_rows >= 0
-        pairs.append((in_rows[hit], dst_rows[hit]))
+    for walk_rows, other in _tap_sources(walk, in_shape, k, s, p, d, subm=subm):
+        other_rows = _lookup_rows(table_keys, _keys(other, table_shape))
+        hit = other_rows >= 0
+        pairs.append((other_rows[hit], walk_rows[hit]) if subm else (walk_rows[hit], other_rows[hit]))
     return pairs
 
 
