@@ -96,10 +96,14 @@ def test_fully_pruned_and_unused_layers_are_recorded_not_nan(setup):
     layers = {n: m for n, m in prunable_modules(model) if n in masks}
     extra = torch.nn.Conv2d(2, 2, 1)  # a prunable layer the forward never reaches
     layers["unused"] = extra
-    masks["unused"] = torch.ones_like(weight_view(extra), dtype=torch.bool)
+    masks["unused"] = torch.tensor([[True, False], [False, True]]).reshape(weight_view(extra).shape)
+    second = [n for n in masks if n not in (first, "unused")][0]
+    masks[second] = torch.ones_like(masks[second])  # nothing pruned: the dense weights stay as they are
+    kept = weight_view(layers[second]).detach().clone()
     records = reconstruct_model(model, layers, masks, batches, ReconstructionSpec(layers_per_pass=10_000))
     assert records[first]["status"] == "fully_pruned" and not bool(weight_view(layers[first]).any())
     assert records["unused"]["status"] == "no_calibration_input" and records["unused"]["samples"] == 0
+    assert records[second]["status"] == "unpruned_kept_dense" and torch.equal(weight_view(layers[second]), kept)
     assert all(torch.isfinite(m.weight).all() for m in layers.values())
 
 
@@ -134,3 +138,49 @@ def test_bn_reestimation_reproduces_statistics_of_the_frames(setup):
         assert torch.equal(a.running_var, b.running_var), n
         assert a.momentum == b.momentum and not a.training
     assert not model.training
+
+
+def test_reconstructed_perturbations_match_parallel_reconstruction_and_lower_the_curves(setup):
+    """METHOD §11.3: dW^(k) at a coarse count is exactly what parallel reconstruct_model gives for the
+    mask 'all but the first m_k of the order'; 0 at count 0, -W at the last; and the reconstruction-aware
+    curves start at 0, end at the zeroed curves' value (everything pruned) and are clearly lower in between
+    at some levels."""
+    import numpy as np
+
+    from dm3d_exp.adapters.reconstruct import reconstructed_perturbations, record_statistics
+    from dm3d_exp.adapters.sensitivity import FisherSpec, fisher_curves, reconstructed_fisher_curves
+
+    dense, batches = setup
+    names = list(_masks(dense))[:4]
+    model = copy.deepcopy(dense)
+    layers = {n: m for n, m in prunable_modules(model) if n in names}
+    orders = {n: magnitude_order(weight_view(m).detach()) for n, m in layers.items()}
+    spec = ReconstructionSpec(layers_per_pass=10_000)
+    stats = record_statistics(model, layers, names, batches, spec)
+    perts, counts = reconstructed_perturbations(layers, orders, stats, 4, spec.damping)
+    for name, m in layers.items():
+        w = weight_view(m).detach().to(torch.float64)
+        assert counts[name][0] == 0 and counts[name][-1] == w.numel()
+        assert not perts[name][0].any()
+        torch.testing.assert_close(perts[name][-1], -w.reshape(-1))
+    name = names[1]
+    j = 2
+    keep = torch.ones(weight_view(layers[name]).numel(), dtype=torch.bool)
+    keep[orders[name][: int(counts[name][j])]] = False
+    check = copy.deepcopy(dense)
+    check_layers = {n: m for n, m in prunable_modules(check) if n in names}
+    shape = weight_view(check_layers[name]).shape
+    masks = {n: (keep.reshape(shape) if n == name else torch.ones_like(weight_view(m), dtype=torch.bool))
+             for n, m in check_layers.items()}
+    reconstruct_model(check, check_layers, masks, batches, spec)
+    fitted = weight_view(check_layers[name]).detach().to(torch.float64)
+    torch.testing.assert_close(perts[name][j], (fitted - weight_view(layers[name]).detach().to(torch.float64)).reshape(-1))
+
+    fspec = FisherSpec(num_levels=8, probes_per_frame=4)
+    zeroed = fisher_curves(model, layers, batches, fspec, orders)
+    aware = reconstructed_fisher_curves(model, layers, batches, fspec, orders, batches, spec, coarse_levels=8)
+    lower = 0
+    for n in names:
+        assert aware[n][0] == 0 and aware[n][-1] == pytest.approx(zeroed[n][-1], rel=1e-9)
+        lower += int(np.sum(aware[n][1:-1] < 0.9 * zeroed[n][1:-1]))
+    assert lower > 0

@@ -13,7 +13,7 @@ from core_tiny_model import (
     make_weights,
 )
 from dm3d_exp.core.distortion import detection_distortion, probe_scalar
-from dm3d_exp.core.fisher import FisherCurveAccumulator, GradientMeanAccumulator
+from dm3d_exp.core.fisher import FisherCurveAccumulator, GradientMeanAccumulator, PerturbationCurveAccumulator
 from dm3d_exp.core.levels import level_counts
 from dm3d_exp.core.ranking import magnitude_order
 
@@ -136,3 +136,65 @@ def test_accumulator_rejects_bad_input(setup):
     with pytest.raises(ValueError, match="form"):
         acc.add({n: torch.zeros_like(w) for n, w in weights.items()})
         acc.curves(form="cubic")
+
+
+def _exact_perturbation_accumulator(weights, perturbations, counts, jac, a, **kwargs):
+    """The exact probes of exact_accumulator, fed to PerturbationCurveAccumulator."""
+    acc = PerturbationCurveAccumulator(perturbations, counts, NUM_LEVELS, **kwargs)
+    for j in jac:
+        for i in range(a.numel()):
+            acc.add({n: (a.numel() * a[i]) ** 0.5 * j[n][i].reshape(weights[n].shape) for n in weights})
+    return acc
+
+
+def test_perturbation_curves_of_arbitrary_perturbations_are_the_quadratic_form(setup):
+    """METHOD §11.3: delta(k_j) = dW^T (G + kappa I) dW for any given dW (here random, like reconstructed
+    ones: not a prefix of an order), against the explicit Fisher matrix."""
+    weights, _, _, jac, a, fisher = setup
+    g = torch.Generator().manual_seed(3)
+    counts = {n: np.array([0, 1, w.numel() // 2, w.numel()]) for n, w in weights.items()}
+    perts = {n: torch.cat([torch.zeros(1, w.numel(), dtype=torch.float64),
+                           torch.randn(3, w.numel(), generator=g, dtype=torch.float64)]) for n, w in weights.items()}
+    kappa = 1e-3
+    acc = _exact_perturbation_accumulator(weights, perts, counts, jac, a, damping=kappa)
+    for name, coarse in acc.coarse_curves().items():
+        expected = [float(dw @ fisher[name] @ dw + kappa * dw @ dw) for dw in perts[name]]
+        np.testing.assert_allclose(coarse, expected, rtol=1e-10, atol=1e-14)
+        full = acc.curves(monotone=False)[name]
+        m = level_counts(NUM_LEVELS, weights[name].numel())
+        at = {int(c): v for c, v in zip(counts[name], expected)}
+        for k, mk in enumerate(m):  # exact at the coarse counts, sqrt-linear in between
+            if int(mk) in at:
+                assert full[k] == pytest.approx(at[int(mk)], rel=1e-10, abs=1e-14)
+            else:
+                j = int(np.searchsorted(counts[name], mk)) - 1
+                c0, c1 = counts[name][j], counts[name][j + 1]
+                t = (mk - c0) / (c1 - c0)
+                assert full[k] == pytest.approx(((1 - t) * expected[j] ** 0.5 + t * expected[j + 1] ** 0.5) ** 2)
+
+
+def test_zeroing_perturbations_at_every_level_reproduce_the_fisher_curves(setup):
+    """With dW(k) = -W on the order's first m_k weights at every level, the two accumulators agree."""
+    weights, _, orders, jac, a, _ = setup
+    perts, counts = {}, {}
+    for name, w in weights.items():
+        m = level_counts(NUM_LEVELS, w.numel())
+        keep = np.r_[True, np.diff(m) > 0]  # strictly increasing counts (small layers repeat m_k)
+        perts[name] = torch.stack(pruning_deltas(weights, orders, name))[torch.as_tensor(keep)].to(torch.float64)
+        counts[name] = m[keep]
+    ref = exact_accumulator(weights, orders, NUM_LEVELS, jac, a, damping=1e-4, damping_mode="relative")
+    ours = _exact_perturbation_accumulator(weights, perts, counts, jac, a, damping=1e-4, damping_mode="relative")
+    for name in weights:
+        np.testing.assert_allclose(ours.curves()[name], ref.curves()[name], rtol=1e-9, atol=1e-14)
+
+
+def test_perturbation_accumulator_rejects_bad_input(setup):
+    weights = setup[0]
+    name, w = next(iter(weights.items()))
+    with pytest.raises(ValueError, match="strictly increasing count"):
+        PerturbationCurveAccumulator({name: torch.zeros(2, w.numel())}, {name: np.array([0, 0])}, NUM_LEVELS)
+    with pytest.raises(ValueError, match="expected the layer names"):
+        acc = PerturbationCurveAccumulator({name: torch.zeros(2, w.numel())}, {name: np.array([0, 3])}, NUM_LEVELS)
+        acc.add({"other": torch.zeros(3)})
+    with pytest.raises(ValueError, match="num_samples=0"):
+        PerturbationCurveAccumulator({name: torch.zeros(2, w.numel())}, {name: np.array([0, 3])}, NUM_LEVELS).curves()

@@ -66,6 +66,12 @@ def test_every_detector_composes_and_real_data_needs_a_root():
     ("recovery.target=labels", "recovery.target='labels' is not valid"),
     ("recovery.num_frames=64", "recovery.num_frames=64 is larger than calib.num_frames=32"),
     ("recovery.max_sites=0", "recovery.max_sites=0 is out of range"),
+    ("sensitivity.perturbation=pruned", "sensitivity.perturbation='pruned' is not valid, expected one of: zeroed, "
+                                        "reconstructed"),
+    ("sensitivity.perturbation=reconstructed", "sensitivity.perturbation='reconstructed' with recovery.method='none', "
+                                               "expected recovery=reconstruct"),
+    ("sensitivity.coarse_levels=0", "sensitivity.coarse_levels=0 is out of range"),
+    ("threads=0", r"threads=0 is out of range, expected a value in \[1, 1024\]"),
 ])
 def test_schema_rejects_bad_values_with_one_line(override, match):
     with pytest.raises(InputError, match=match) as err:

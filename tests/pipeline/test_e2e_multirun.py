@@ -189,3 +189,61 @@ def test_recovery_with_too_few_calibration_samples_is_one_line_and_caches_nothin
     line = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(line) == 1 and "recovery.max_sites=4" in line[0] and "calibration samples for" in line[0]
     assert not list((root / "cache_rank" / "recover").glob("*/meta.json"))
+
+
+def _artifact_bytes(cache: Path) -> dict[str, bytes]:
+    """Every cached artifact's bytes by ``stage/<key>/file`` (meta.json without its wall times and dates)."""
+    out = {}
+    for p in sorted(cache.rglob("*")):
+        if not p.is_file() or p.suffix == ".lock":
+            continue
+        data = p.read_bytes()
+        if p.name == "meta.json":
+            meta = json.loads(data)
+            data = json.dumps({k: v for k, v in meta.items() if not k.startswith("seconds") and k != "created"},
+                              sort_keys=True).encode()
+        out[str(p.relative_to(cache))] = data
+    return out
+
+
+def test_identical_bytes_whatever_the_thread_environment(workspace, tmp_path):
+    """Issue 10 §0: a run (PV-RCNN: spconv encoder, 2D convs, linear RoI head; sensitivity, DP allocation,
+    pruning, reconstruction, evaluation) computed twice with fresh caches under OMP_NUM_THREADS=1 and =2
+    gives the same artifact bytes and metrics at ``threads=2`` (spconv's racy CPU sums replaced); another
+    ``threads`` value is another cache key."""
+    import importlib.util
+
+    from dm3d_exp.adapters.checkpoint import save_checkpoint
+    from dm3d_exp.adapters.detector import build_detector
+
+    spec = importlib.util.spec_from_file_location("tiny_detectors", REPO / "tests" / "adapters" / "tiny_detectors.py")
+    tiny = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tiny)
+    config = REPO / "tests" / "pipeline" / "tiny_pv_rcnn_kitti.py"
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tiny.he_init(build_detector(str(config))), tmp_path / "pv.pth")
+    common = (f"detector.mmdet3d_config={config}", f"detector.checkpoint={ckpt}",
+              "detector.point_cloud_range=[0,-12.8,-3,25.6,12.8,1]", "pruning=dm3d", "pruning.flops_target=0.5",
+              "pruning.prunable='middle_encoder.conv_input,middle_encoder.encoder_layers.encoder_layer1,middle_encoder.encoder_layers.encoder_layer2'",
+              "pruning.min_density=0.3",
+              "pruning.denominator=prunable", "recovery=reconstruct",
+              "tracking=off")
+    summaries = {}
+    for name, omp, threads in (("a", "1", 2), ("b", "2", 2), ("one", "2", 1)):
+        _dm3d(workspace, tmp_path, *common, f"threads={threads}", f"cache_dir={tmp_path / ('cache_' + name)}",
+              f"hydra.run.dir={tmp_path / name}", env={"OMP_NUM_THREADS": omp, "MKL_NUM_THREADS": omp})
+        (summaries[name],) = _summaries(tmp_path / name)
+    a, b = _artifact_bytes(tmp_path / "cache_a"), _artifact_bytes(tmp_path / "cache_b")
+    assert any(k.startswith("recover/") and k.endswith("recovered.pth") for k in a)
+    assert a.keys() == b.keys() and [k for k in a if a[k] != b[k]] == []
+    def metrics(summary):  # what a run reports, without wall times and the (different) cache paths
+        return {k: v for k, v in summary.items() if "/" in k and not k.startswith("time/") and "seconds" not in k}
+
+    ma, mb = metrics(summaries["a"]), metrics(summaries["b"])
+    assert [k for k in ma if ma[k] != mb.get(k)] == [] and "pruned/eval/mAP" in metrics(summaries["a"])
+    assert ({n: e["key"] for n, e in summaries["a"]["artifacts"].items()}
+            == {n: e["key"] for n, e in summaries["b"]["artifacts"].items()})
+    rec = {k: v for k, v in summaries["a"].items() if k.startswith("pruned/recovery/layers_")}
+    assert rec["pruned/recovery/layers_reconstructed"] >= 3
+    assert set(rec) <= {"pruned/recovery/layers_reconstructed", "pruned/recovery/layers_unpruned_kept_dense"}
+    assert summaries["one"]["artifacts"]["calibrate"]["key"] != summaries["a"]["artifacts"]["calibrate"]["key"]

@@ -14,9 +14,11 @@ import hashlib
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
+from ..core.levels import level_counts
 from ..core.reconstruct import LayerStatistics, check_rank, reconstruct_rows
 from .heads import head_outputs
 from .layers import from_rows, layer_im2col, layer_spec, rows, spconv_kind, weight_view
@@ -132,9 +134,11 @@ def _solve_layer(name: str, module: nn.Module, mask: torch.Tensor, stats: LayerS
     if not bool(mask.any()):
         view.zero_()
         return _layer_record("fully_pruned", stats)
-    if stats.n == 0:
+    if spec.target == "dense_weights" and bool(mask.all()):  # nothing pruned: the dense weights are optimal
+        return _layer_record("unpruned_kept_dense", stats)
+    if stats.silent:  # the layer never ran on the frames, or all its inputs were zero
         view.mul_(mask.to(view.device))
-        return _layer_record("no_calibration_input", stats)
+        return _layer_record("no_calibration_input" if stats.n == 0 else "zero_inputs_kept_zeroed", stats)
     check_rank(name, stats.n, stats.d)
     h, c, dd = stats.moments()
     alpha = spec.damping
@@ -176,31 +180,85 @@ def reconstruct_model(model: nn.Module, layers: Mapping[str, nn.Module], masks: 
     records: dict[str, dict] = {}
     for start in range(0, len(names), step):
         chunk = names[start:start + step]
-        stats = {n: LayerStatistics(layer_spec(layers[n]).taps * layer_spec(layers[n]).cin, cross) for n in chunk}
-        dense_x: dict[tuple[str, int], torch.Tensor] = {}
-        frame = 0
-
-        def keep_sites(name, call, x):
-            idx = _site_choice(x.shape[0], spec.max_sites, spec.seed, frame, name, call)
-            return x if idx is None else x[idx.to(x.device)]
-
-        def dense_sink(name, call, x):
-            dense_x[(name, call)] = keep_sites(name, call, x)
-
-        def sink(name, call, x):
-            x_p = keep_sites(name, call, x)
-            stats[name].add(x_p, dense_x.pop((name, call)) if cross else None)
-
-        dense_rec = _Recorder(dense_model, dense_layers, chunk, dense_sink, stop_when_done=True) if cross else None
-        with _Recorder(model, layers, chunk, sink, stop_when_done=True) as rec:
-            for frame, (inputs, samples) in enumerate(batches):
-                if dense_rec is not None:
-                    with dense_rec:
-                        dense_rec.run(dense_model, inputs, samples)
-                rec.run(model, inputs, samples)
-                dense_x.clear()
+        stats = record_statistics(model, layers, chunk, batches, spec, dense_model if cross else None, dense_layers)
         for n in chunk:
             records[n] = _solve_layer(n, layers[n], masks[n], stats[n], spec)
             if progress:
                 progress(1)
     return records
+
+
+def record_statistics(model: nn.Module, layers: Mapping[str, nn.Module], names: Sequence[str], batches: Sequence,
+                      spec: ReconstructionSpec, dense_model: nn.Module | None = None,
+                      dense_layers: Mapping[str, nn.Module] | None = None) -> dict[str, LayerStatistics]:
+    """One calibration pass over ``batches`` recording the im2col inputs of ``names`` in ``model`` (and, with
+    ``dense_model``, the same output sites in the dense model: the cross moments of target dense_outputs)."""
+    cross = dense_model is not None
+    stats = {n: LayerStatistics(layer_spec(layers[n]).taps * layer_spec(layers[n]).cin, cross) for n in names}
+    dense_x: dict[tuple[str, int], torch.Tensor] = {}
+    frame = 0
+
+    def keep_sites(name, call, x):
+        idx = _site_choice(x.shape[0], spec.max_sites, spec.seed, frame, name, call)
+        return x if idx is None else x[idx.to(x.device)]
+
+    def dense_sink(name, call, x):
+        dense_x[(name, call)] = keep_sites(name, call, x)
+
+    def sink(name, call, x):
+        x_p = keep_sites(name, call, x)
+        stats[name].add(x_p, dense_x.pop((name, call)) if cross else None)
+
+    dense_rec = _Recorder(dense_model, dense_layers, names, dense_sink, stop_when_done=True) if cross else None
+    with _Recorder(model, layers, names, sink, stop_when_done=True) as rec:
+        for frame, (inputs, samples) in enumerate(batches):
+            if dense_rec is not None:
+                with dense_rec:
+                    dense_rec.run(dense_model, inputs, samples)
+            rec.run(model, inputs, samples)
+            dense_x.clear()
+    return stats
+
+
+@torch.no_grad()
+def reconstructed_perturbations(layers: Mapping[str, nn.Module], orders: Mapping[str, torch.Tensor],
+                                stats: Mapping[str, LayerStatistics], num_levels: int, alpha: float,
+                                progress: Callable[[int], None] | None = None):
+    """dW^_l(k_j) = W^_l(k_j) - W_l at the coarse counts k_j = level_counts(num_levels) (METHOD §11.3).
+
+    The mask at count m keeps all but the first m weights of the layer's order (the allocation's levels);
+    W^ is the fixed-mask reconstruction from dense-input statistics (parallel); the last count (every
+    weight pruned) is -W. Where a solve fails or is worse than zeroing, or the layer never ran on the
+    frames or saw only zero inputs (as in :func:`reconstruct_model`), the zeroed perturbation is used. Returns ({name: (C, |W|) float64 rows of the flattened canonical view},
+    {name: strictly increasing counts starting at 0}). Raises ReconstructionError for too few samples.
+    """
+    perturbations, counts = {}, {}
+    for name, module in layers.items():
+        view = weight_view(module).detach()
+        numel = view.numel()
+        m = level_counts(num_levels, numel)
+        m = m[np.r_[True, np.diff(m) > 0]]
+        fired = not stats[name].silent  # never ran on the frames / only zero inputs: zeroed perturbations
+        if fired:
+            check_rank(name, stats[name].n, stats[name].d)
+            h, c, dd = stats[name].moments()
+        w = view.to(torch.float64).cpu()
+        out = torch.zeros(len(m), numel, dtype=torch.float64)
+        for j, pruned in enumerate(m[1:], start=1):
+            flat_mask = torch.ones(numel, dtype=torch.bool)
+            flat_mask[orders[name][:int(pruned)].cpu()] = False
+            mask = flat_mask.reshape(view.shape)
+            zeroed = w * mask
+            fitted = zeroed
+            if pruned < numel and fired:
+                try:
+                    solve = reconstruct_rows(rows(w), rows(mask), h, c, dd, alpha=alpha)
+                    if solve.error_reconstructed <= solve.error_zeroed:
+                        fitted = from_rows(solve.weights, view.shape)
+                except torch.linalg.LinAlgError:
+                    pass
+            out[j] = (fitted - w).reshape(-1)
+        perturbations[name], counts[name] = out, m
+        if progress:
+            progress(1)
+    return perturbations, counts

@@ -8,8 +8,9 @@ import torch
 
 @functools.cache
 def setup_mmdet3d() -> None:
-    """Register mmdet3d modules (and the project's metric), make spconv backward work on CPU and give
-    PV-RCNN's mmcv point ops a CPU path (:mod:`.point_ops`).
+    """Register mmdet3d modules (and the project's metric), make spconv's CPU convolution race-free
+    (:mod:`.spconv_cpu`) and its backward work without CUDA, and give PV-RCNN's mmcv point ops a CPU path
+    (:mod:`.point_ops`).
 
     spconv 2.3.8's CPU build calls ``torch.cuda.current_stream()`` before its CPU path in backward
     (``Torch not compiled with CUDA enabled``); with no CUDA the stream handle is unused, so it is
@@ -21,9 +22,10 @@ def setup_mmdet3d() -> None:
     register_all_modules(init_default_scope=True)
     # the newest MMLogger instance is mmengine's "current" one: keep dataset/metric chatter at WARNING
     MMLogger.get_instance("dm3d_exp", log_level="WARNING")
-    from . import kitti_metric, mmdet3d_modules, point_ops  # noqa: F401  (register DevkitKittiMetric, KittiFrameIdDataset, ...)
+    from . import kitti_metric, mmdet3d_modules, point_ops, spconv_cpu  # noqa: F401  (register DevkitKittiMetric, ...)
 
     point_ops.install()  # PV-RCNN's point ops on CPU (mmcv has CUDA kernels only)
+    spconv_cpu.install()  # spconv's CPU gather/scatter convolution is wrong with > 1 thread
 
     if not torch.cuda.is_available():
         try:

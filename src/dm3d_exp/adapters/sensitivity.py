@@ -3,7 +3,8 @@
 Fisher (METHOD.md §4-5): for every calibration frame and probe r, back-propagate the probe scalar sigma
 of the head outputs to the prunable weights and stream the gradients into
 :class:`~dm3d_exp.core.fisher.FisherCurveAccumulator` (no per-sample gradient is stored).
-Measured (§5 ablation): prune one layer at a time and measure D on the calibration frames.
+Reconstruction-aware (§11.3): the same streamed gradients dotted with reconstructed perturbations at a few
+coarse levels. Measured (§5 ablation): prune one layer at a time and measure D on the calibration frames.
 """
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ import torch
 from torch import nn
 
 from ..core.distortion import detection_distortion, foreground_weights, probe_scalar
-from ..core.fisher import FisherCurveAccumulator, GradientMeanAccumulator
+from ..core.fisher import FisherCurveAccumulator, GradientMeanAccumulator, PerturbationCurveAccumulator
 from ..core.measured import measured_curves
 from ..core.ranking import magnitude_order, taylor_order
 from .heads import confidence_sources, head_outputs, output_group
 from .layers import weight_view
+from .reconstruct import ReconstructionSpec, record_statistics, reconstructed_perturbations
 
 Batch = tuple  # (inputs, data_samples) as returned by detector.points_batch / the data loaders
 
@@ -101,6 +103,26 @@ def fisher_curves(model: nn.Module, layers: Mapping[str, nn.Module], batches: Se
     generator = torch.Generator().manual_seed(spec.seed)
     views = {n: weight_view(m).detach() for n, m in layers.items()}
     acc = FisherCurveAccumulator(views, orders, spec.num_levels, spec.damping, spec.damping_mode)
+    for grads in _frame_gradients(model, layers, batches, spec, spec.probe, spec.probes_per_frame, generator):
+        acc.add(grads)
+        if progress:
+            progress()
+    return acc.curves(spec.form)
+
+
+def reconstructed_fisher_curves(model: nn.Module, layers: Mapping[str, nn.Module], batches: Sequence[Batch],
+                                spec: FisherSpec, orders: Mapping[str, torch.Tensor], recon_batches: Sequence[Batch],
+                                recon: ReconstructionSpec, coarse_levels: int,
+                                progress: Callable | None = None) -> dict[str, np.ndarray]:
+    """delta_l(k) of the reconstructed perturbations dW^_l(k) (METHOD §11.3): dense-input statistics on
+    ``recon_batches`` (one pass), per layer the fixed-mask reconstruction at ``coarse_levels`` + 1 counts,
+    then the probe gradients of :func:`fisher_curves` streamed into the perturbation accumulator."""
+    stats = record_statistics(model, layers, list(layers), recon_batches, recon)
+    perturbations, counts = reconstructed_perturbations(layers, orders, stats, coarse_levels, recon.damping,
+                                                        progress=progress)
+    del stats
+    acc = PerturbationCurveAccumulator(perturbations, counts, spec.num_levels, spec.damping, spec.damping_mode)
+    generator = torch.Generator().manual_seed(spec.seed)
     for grads in _frame_gradients(model, layers, batches, spec, spec.probe, spec.probes_per_frame, generator):
         acc.add(grads)
         if progress:

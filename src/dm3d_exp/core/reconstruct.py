@@ -57,6 +57,11 @@ class LayerStatistics:
             self.dd += (x_d.T @ x_d).to(torch.float64).cpu()
         self.n += int(x_p.shape[0])
 
+    @property
+    def silent(self) -> bool:
+        """No samples, or every recorded input is zero: any weights give a zero output, zeroing is optimal."""
+        return self.n == 0 or not bool(torch.diagonal(self.h).any())
+
     def moments(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(H, C, D) = (X_p^T X_p, X_p^T X_d, X_d^T X_d) / n."""
         if self.n == 0:

@@ -103,9 +103,13 @@ class SensitivityConf:
     lambda_conf: float = 1.0
     foreground_weighting: bool = False
     normalize: str = "none"
+    perturbation: str = "zeroed"       # zeroed (the paper) | reconstructed (METHOD §11.3, needs recovery=reconstruct)
+    coarse_levels: int = 20            # K_c: reconstructed levels per layer (perturbation=reconstructed)
 
     def __post_init__(self):
         _choice("sensitivity.method", self.method, ("fisher", "measured"))
+        _choice("sensitivity.perturbation", self.perturbation, ("zeroed", "reconstructed"))
+        _range("sensitivity.coarse_levels", self.coarse_levels, 1, 10_000)
         _choice("sensitivity.probe", self.probe, ("random", "mean_square"))
         _range("sensitivity.probes_per_frame", self.probes_per_frame, 1, 10_000)
         _range("sensitivity.num_levels", self.num_levels, 1, 100_000)
@@ -197,6 +201,7 @@ class RunConf:
     stage: str = "all"
     seed: int = 0
     device: str = "auto"
+    threads: int = 1                   # torch CPU threads of every stage (part of every cache key, see README)
     cache_dir: str = "~/.cache/dm3d-exp/stages"
     progress: bool = True
     study: str = "default"
@@ -204,9 +209,17 @@ class RunConf:
     def __post_init__(self):
         _choice("stage", self.stage, STAGES)
         _choice("device", self.device, ("auto", "cpu", "cuda"))
+        _range("threads", self.threads, 1, 1024)
         if self.recovery.num_frames is not None and self.recovery.num_frames > self.calib.num_frames:
             raise InputError(f"recovery.num_frames={self.recovery.num_frames} is larger than calib.num_frames="
                              f"{self.calib.num_frames}, expected at most the calibration frames")
+        if self.sensitivity.perturbation == "reconstructed" and "measured" in (self.sensitivity.method,
+                                                                             self.pruning.method.replace("rd_", "")):
+            raise InputError("sensitivity.perturbation='reconstructed' with measured curves, expected "
+                             "sensitivity.method=fisher (reconstruction-aware curves are Fisher curves)")
+        if self.sensitivity.perturbation == "reconstructed" and self.recovery.method != "reconstruct":
+            raise InputError(f"sensitivity.perturbation='reconstructed' with recovery.method={self.recovery.method!r}, "
+                             f"expected recovery=reconstruct (the curves model the reconstruction it applies)")
         if self.detector.checkpoint is None:
             raise InputError(f"detector.checkpoint is missing for detector {self.detector.name!r}, expected a "
                              f"trained .pth (make train-reference DETECTOR={self.detector.name}, or detector.checkpoint=PATH)")

@@ -26,7 +26,7 @@ CODE = code_version(layers_mod, macs_probe, spconv_pairs, sys.modules[__name__])
 
 def cache_inputs(ctx: RunContext) -> dict:
     return {"detector": ctx.detector_identity, "dataset": ctx.dataset_identity, "calib": ctx.section("calib"),
-            "code": CODE}
+            "numerics": ctx.numerics_identity, "code": CODE}
 
 
 def run(ctx: RunContext) -> CacheEntry:

@@ -64,6 +64,14 @@ class RunContext:
         self.cache = StageCache(conf.cache_dir)
         want = conf.device
         self.device = "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu"
+        torch.set_num_threads(conf.threads)
+
+    @property
+    def numerics_identity(self) -> dict:
+        """What changes floating-point results besides the inputs: the device and the CPU thread count
+        (MKL/oneDNN split reductions by thread; spconv's CPU path is race-free, :mod:`..adapters.spconv_cpu`).
+        Part of the calibrate key, hence of every key downstream."""
+        return {"device": self.device, "threads": self.conf.threads}
 
     @functools.cached_property
     def data_root(self) -> Path:

@@ -43,15 +43,29 @@ def load_masks(pruned: CacheEntry, layers) -> dict[str, torch.Tensor]:
     return masks
 
 
-def _spec(ctx: RunContext) -> recon_mod.ReconstructionSpec:
+def reconstruction_spec(ctx: RunContext) -> recon_mod.ReconstructionSpec:
+    """The ``recovery`` section's reconstruction settings."""
     r = ctx.conf.recovery
     return recon_mod.ReconstructionSpec(target=r.target, damping=r.damping, max_sites=r.max_sites,
                                         layers_per_pass=r.layers_per_pass, seed=ctx.conf.seed)
 
 
+def reconstruction_frames(ctx: RunContext, frames: dict) -> list[int]:
+    """The calibration frames reconstruction uses: the first ``recovery.num_frames`` (default: all)."""
+    r = ctx.conf.recovery
+    return frames["calib"][: r.num_frames] if r.num_frames else frames["calib"]
+
+
+def too_few_samples(ctx: RunContext, n_frames: int, e: ReconstructionError) -> InputError:
+    """The one-line error for statistics of fewer samples than a layer has inputs."""
+    r = ctx.conf.recovery
+    return InputError(f"recovery.num_frames={r.num_frames or n_frames}, recovery.max_sites={r.max_sites}: "
+                      f"{e}: use more calibration frames or sites")
+
+
 def _reconstruct(ctx: RunContext, model, layers, masks, frames) -> dict:
     r = ctx.conf.recovery
-    ids = frames["calib"][: r.num_frames] if r.num_frames else frames["calib"]
+    ids = reconstruction_frames(ctx, frames)
     ds = ctx.dataset(frames["split"])
     calib_batches = list(batches(model, ds, ids))
     dense = dense_layers = None
@@ -60,11 +74,10 @@ def _reconstruct(ctx: RunContext, model, layers, masks, frames) -> dict:
         dense_layers = ctx.prunable_layers(dense)
     with progress_bar(len(masks), "recover (reconstruct)", ctx.conf.progress) as bar:
         try:
-            return recon_mod.reconstruct_model(model, layers, masks, calib_batches, _spec(ctx), dense, dense_layers,
-                                               progress=bar.advance)
+            return recon_mod.reconstruct_model(model, layers, masks, calib_batches, reconstruction_spec(ctx), dense,
+                                               dense_layers, progress=bar.advance)
         except ReconstructionError as e:
-            raise InputError(f"recovery.num_frames={r.num_frames or len(ids)}, recovery.max_sites={r.max_sites}: "
-                             f"{e}: use more calibration frames or sites") from None
+            raise too_few_samples(ctx, len(ids), e) from None
 
 
 def _bn_reestimate(ctx: RunContext, model) -> int:

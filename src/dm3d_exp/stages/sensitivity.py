@@ -2,6 +2,8 @@
 
 fisher (dm3d): N calibration frames x R probes streamed into the Fisher accumulator (METHOD.md §4-5);
 measured (rd_measured, or sensitivity.method=measured): each layer pruned alone at K levels (§5 ablation).
+perturbation=reconstructed: the Fisher curves of the reconstructed perturbations at ``coarse_levels``
+levels (§11.3), from the recovery section's damping / sites / frames (parallel, dense inputs).
 Artifacts: ``curves.npz`` (name -> float64 [K+1]) and ``orders.npz`` (name -> int32 pruned-first order).
 """
 from __future__ import annotations
@@ -13,16 +15,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..adapters import heads, sensitivity as sens_adapter
+from ..adapters import heads, reconstruct as recon_adapter, sensitivity as sens_adapter
 from ..adapters.data import batches
-from ..adapters.sensitivity import DistortionSpec, FisherSpec, fisher_curves, intra_layer_orders, measured_layer_curves
-from ..core import distortion, fisher, measured, ranking
+from ..adapters.sensitivity import (DistortionSpec, FisherSpec, fisher_curves, intra_layer_orders,
+                                    measured_layer_curves, reconstructed_fisher_curves)
+from ..core import distortion, fisher, measured, ranking, reconstruct as recon_core
+from ..core.reconstruct import ReconstructionError
 from ..pipeline.cache import CacheEntry, code_version
 from ..progress import progress_bar
-from . import calibrate
+from . import calibrate, recover
 from .context import RunContext
 
-CODE = code_version(heads, sens_adapter, distortion, fisher, measured, ranking, sys.modules[__name__])
+CODE = code_version(heads, recon_adapter, sens_adapter, distortion, fisher, measured, ranking, recon_core,
+                    sys.modules[__name__])
 
 
 def effective_method(ctx: RunContext) -> str:
@@ -42,7 +47,14 @@ def cache_inputs(ctx: RunContext, calib: CacheEntry) -> dict:
     sens = ctx.section("sensitivity")
     sens["method"] = effective_method(ctx)
     sens.pop("measured_levels" if sens["method"] == "fisher" else "num_levels")
-    return {"calibrate": calib.key, "sensitivity": sens, "prunable": ctx.conf.pruning.prunable, "code": CODE}
+    inputs = {"calibrate": calib.key, "sensitivity": sens, "prunable": ctx.conf.pruning.prunable, "code": CODE}
+    if sens["perturbation"] == "reconstructed":
+        r = ctx.conf.recovery
+        inputs["reconstruction"] = {"damping": r.damping, "max_sites": r.max_sites, "num_frames": r.num_frames,
+                                    "seed": ctx.conf.seed}
+    else:
+        sens.pop("coarse_levels")
+    return inputs
 
 
 def run(ctx: RunContext, calib: CacheEntry) -> CacheEntry:
@@ -54,8 +66,18 @@ def run(ctx: RunContext, calib: CacheEntry) -> CacheEntry:
         ds = ctx.dataset(frames["split"])
         calib_batches = list(batches(model, ds, frames["calib"]))
         orders = intra_layer_orders(model, layers, calib_batches, spec)
-        if effective_method(ctx) == "fisher":
-            total = len(calib_batches) * spec.probes_per_frame
+        total = len(calib_batches) * spec.probes_per_frame
+        if effective_method(ctx) == "fisher" and ctx.conf.sensitivity.perturbation == "reconstructed":
+            ids = recover.reconstruction_frames(ctx, frames)
+            recon = recover.reconstruction_spec(ctx)
+            with progress_bar(total + len(layers), "sensitivity (fisher, reconstructed)", ctx.conf.progress) as bar:
+                try:
+                    curves = reconstructed_fisher_curves(
+                        model, layers, calib_batches, spec, orders, calib_batches[:len(ids)], recon,
+                        ctx.conf.sensitivity.coarse_levels, progress=bar.advance)
+                except ReconstructionError as e:
+                    raise recover.too_few_samples(ctx, len(ids), e) from None
+        elif effective_method(ctx) == "fisher":
             with progress_bar(total, "sensitivity (fisher)", ctx.conf.progress) as bar:
                 curves = fisher_curves(model, layers, calib_batches, spec, orders, progress=bar.advance)
         else:
