@@ -82,3 +82,23 @@ def test_warm_start_from_a_missing_file_is_a_clear_error(tiny_dataset, tmp_path)
     with pytest.raises(InputError, match="init_from=.*no such checkpoint"):
         train(TrainOptions(detector="pointpillars_synth", data_root=str(tiny_dataset),
                            init_from=str(tmp_path / "nope.pth"), work_dir=str(tmp_path / "w")))
+
+
+def test_warm_start_from_a_malicious_pickle_is_refused_and_runs_nothing(tiny_dataset, tmp_path):
+    """init_from is read weights-only: a file whose unpickling runs code gets one line naming the opt-in,
+    before any data or training, and its code does not run."""
+    from dm3d_exp.errors import InputError
+
+    marker = tmp_path / "marker.txt"
+
+    class Payload:
+        def __reduce__(self):
+            return exec, (f"open({str(marker)!r}, 'w').write('code ran')",)
+
+    bad = tmp_path / "bad.pth"
+    torch.save({"meta": {"note": Payload()}, "state_dict": {}}, bad)
+    with pytest.raises(InputError, match="trust_checkpoint=true only for a file from a trusted source") as err:
+        train(TrainOptions(detector="pointpillars_synth", data_root=str(tiny_dataset), init_from=str(bad),
+                           work_dir=str(tmp_path / "w")))
+    assert "\n" not in str(err.value) and "detector.trust_checkpoint" not in str(err.value)
+    assert not marker.exists() and not (tmp_path / "w").exists()

@@ -129,11 +129,12 @@ def _refusal(path: str, err: Exception) -> tuple[bool, str]:
     return refused_global, _one_line(detail.split(". ")[0])
 
 
-def read_checkpoint_file(path: str | os.PathLike, trust: bool = False):
+def read_checkpoint_file(path: str | os.PathLike, trust: bool = False, option: str = TRUST_OPTION):
     """Contents of a torch checkpoint, unpickled by torch's weights-only loader plus ``safe_globals()``:
     state dicts, mmengine training checkpoints (meta, message hub, optimizer, schedulers) and numpy data
     load; a file that needs any other class or function raises InputError naming ``detector.trust_checkpoint``
-    unless ``trust=True``, which unpickles it without restrictions: arbitrary code execution from the file."""
+    (or ``option``, the opt-in's name where the caller calls it otherwise) unless ``trust=True``, which
+    unpickles it without restrictions: arbitrary code execution from the file."""
     p = str(path)
     if not os.path.isfile(p):
         raise InputError(f"checkpoint {p!r} does not exist (expected a .pth file)")
@@ -150,9 +151,9 @@ def read_checkpoint_file(path: str | os.PathLike, trust: bool = False):
                          "by torch.save")
     if not trust:
         raise InputError(f"checkpoint {p!r} needs more than weights-only unpickling ({reason}); loading it could "
-                         f"run code from the file: set {TRUST_OPTION}=true only for a file from a trusted source "
+                         f"run code from the file: set {option}=true only for a file from a trusted source "
                          "(risk: arbitrary code execution)")
-    warnings.warn(f"{TRUST_OPTION}=true: unpickling {p!r} without restrictions ({reason})", stacklevel=2)
+    warnings.warn(f"{option}=true: unpickling {p!r} without restrictions ({reason})", stacklevel=2)
     try:
         return torch.load(p, map_location="cpu", weights_only=False)
     except Exception as e:

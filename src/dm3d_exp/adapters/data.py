@@ -84,14 +84,15 @@ def batches(model: nn.Module, dataset, indices: Sequence[int], batch_size: int =
         yield data["inputs"], data["data_samples"]
 
 
-def build_metric(cfg, data_root, fmt: str, split: str, classes: Sequence[str]):
-    """KITTI format: the devkit-exact metric; otherwise the config's own test evaluator re-rooted."""
+def build_metric(cfg, data_root, fmt: str, split: str, classes: Sequence[str], bootstrap: int = 0):
+    """KITTI format: the devkit-exact metric (with ``bootstrap`` frame resamples of its mAP); otherwise the
+    config's own test evaluator re-rooted (no bootstrap)."""
     setup_mmdet3d()
     from mmdet3d.registry import METRICS
 
     if fmt == "kitti":
         mcfg = dict(type="DevkitKittiMetric", ann_file=info_path(data_root, fmt, split), metric="bbox",
-                    classes=[c for c in ("Car", "Pedestrian", "Cyclist") if c in classes])
+                    classes=[c for c in ("Car", "Pedestrian", "Cyclist") if c in classes], bootstrap=bootstrap)
     else:
         mcfg = copy.deepcopy(cfg.test_evaluator)
         mcfg["ann_file"] = info_path(data_root, fmt, split)

@@ -21,10 +21,10 @@ from mmengine.fileio import load
 from mmdet3d.evaluation.metrics import KittiMetric
 from mmdet3d.registry import METRICS
 
+from ..kitti.bootstrap import bootstrap_map, headline_map, interval
 from ..kitti.eval import evaluate
 from ..kitti.format import KittiObjects
 
-HEADLINE = ("3d", "moderate", "R40")
 
 
 def _objects(names, truncated, occluded, alpha, bbox, dims_lhw, loc, ry, score=None) -> KittiObjects:
@@ -49,9 +49,11 @@ def gt_objects_from_info(info: dict, label2cat: dict[int, str]) -> KittiObjects:
 class DevkitKittiMetric(KittiMetric):
     """KITTI AP (bbox/bev/3d/aos, easy/moderate/hard, R40/R11) equal to the official devkit's."""
 
-    def __init__(self, *args, classes: Sequence[str] | None = None, **kwargs):
+    def __init__(self, *args, classes: Sequence[str] | None = None, bootstrap: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_classes = tuple(classes) if classes else None
+        self.bootstrap = int(bootstrap)
+        self.bootstrap_values: np.ndarray | None = None  # per-resample mAP of the last compute_metrics
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """KittiMetric's processing, also keeping each sample's point-cloud file name (the lookup key)."""
@@ -74,7 +76,12 @@ class DevkitKittiMetric(KittiMetric):
             dts.append(self._det_objects(res["pred_instances_3d"], info, class_names))
         classes = self.eval_classes or tuple(c for c in ("Car", "Pedestrian", "Cyclist") if c in class_names)
         ap = evaluate(gts, dts, classes=classes, report_undetected=True)
-        ap["mAP"] = float(np.mean([ap["/".join((c, *HEADLINE))] for c in classes]))
+        ap["mAP"] = headline_map(ap, classes)
+        for c in classes:  # how many ground-truth boxes each AP rests on
+            ap[f"num_gt/{c}"] = float(sum(int((np.char.lower(g.name.astype(str)) == c.lower()).sum()) for g in gts))
+        if self.bootstrap:
+            self.bootstrap_values = bootstrap_map(gts, dts, classes, self.bootstrap)
+            ap["mAP_ci_low"], ap["mAP_ci_high"] = interval(self.bootstrap_values)
         return ap
 
     def _info_of(self, res: dict, by_file: dict, by_idx: dict) -> dict:

@@ -54,8 +54,11 @@ def print_table(conf: RunConf, summary: dict, out: Path, uri: str | None) -> Non
     from rich.table import Table
 
     console = Console(stderr=False)
+    recovery = conf.recovery.method if conf.recovery.statistics == "none" else \
+        f"{conf.recovery.method} + {conf.recovery.statistics}"
+    aware = ", reconstruction-aware curves" if conf.sensitivity.perturbation == "reconstructed" else ""
     t = Table(title=f"{conf.detector.name} on {conf.dataset.name}: {conf.pruning.method} @ "
-                    f"{conf.pruning.flops_target:g} of dense FLOPs")
+                    f"{conf.pruning.flops_target:g} of dense FLOPs, recovery {recovery}{aware}")
     t.add_column("metric")
     t.add_column("dense", justify="right")
     t.add_column("pruned", justify="right")
@@ -64,6 +67,14 @@ def print_table(conf: RunConf, summary: dict, out: Path, uri: str | None) -> Non
         d, p = summary.get(f"dense/eval/{k}"), summary.get(f"pruned/eval/{k}")
         if d is not None or p is not None:
             t.add_row(k, f"{d:.2f}" if d is not None else "-", f"{p:.2f}" if p is not None else "-")
+        if k == "mAP" and "pruned/eval/mAP_ci_low" in summary:
+            ci = [f"{summary[f'{w}/eval/mAP_ci_low']:.1f}-{summary[f'{w}/eval/mAP_ci_high']:.1f}"
+                  if f"{w}/eval/mAP_ci_low" in summary else "-" for w in ("dense", "pruned")]
+            t.add_row("  95% interval (frame bootstrap)", *ci)
+    gt = [f"{c} {summary[f'pruned/eval/num_gt/{c}']:.0f}" for c in ("Car", "Pedestrian", "Cyclist")
+          if f"pruned/eval/num_gt/{c}" in summary]
+    if gt:
+        t.add_row("ground-truth boxes", "", ", ".join(gt))
     if "pruned/cost/macs_dense" in summary:
         t.add_row("GMACs", f"{summary['pruned/cost/macs_dense'] / 1e9:.3f}", f"{summary['pruned/cost/macs_pruned'] / 1e9:.3f}")
         t.add_row("FLOPs reduction", "1.00x", f"{summary['pruned/cost/flops_reduction']:.2f}x")
@@ -71,6 +82,14 @@ def print_table(conf: RunConf, summary: dict, out: Path, uri: str | None) -> Non
     for k in ("distortion/predicted", "distortion/measured"):
         if k in summary:
             t.add_row(k, "", f"{summary[k]:.4g}")
+    if "pruned/recovery/layers" in summary:
+        rec = ", ".join(f"{k.rsplit('layers_', 1)[1]} {v:.0f}" for k, v in summary.items()
+                        if k.startswith("pruned/recovery/layers_"))
+        t.add_row("recovery: layers", "", rec)
+        if "pruned/recovery/error_zeroed_mean" in summary:
+            t.add_row("recovery: rel. layer error", "",
+                      f"{summary['pruned/recovery/error_zeroed_mean']:.4f} -> "
+                      f"{summary['pruned/recovery/error_reconstructed_mean']:.4f}")
     console.print(t)
     times = ", ".join(f"{k[5:-2]} {v:.1f}s{' (cached)' if summary.get('cache/' + k[5:-2] + '_hit') else ''}"
                       for k, v in summary.items() if k.startswith("time/"))

@@ -164,9 +164,11 @@ class EvalConf:
     distortion_frames: int = 8
     additivity_checks: int = 0
     batch_size: int = 1
+    bootstrap: int = 200               # frame resamples for the 95 % interval of mAP (0: off; KITTI format)
 
     def __post_init__(self):
         _choice("eval.split", self.split, ("train", "val"))
+        _range("eval.bootstrap", self.bootstrap, 0, 100_000)
         if self.num_frames is not None:
             _range("eval.num_frames", self.num_frames, 1, 10_000_000)
         _range("eval.distortion_frames", self.distortion_frames, 0, 100_000)

@@ -3,7 +3,8 @@
 Metrics come from mmdet3d's metric classes (KITTI format: the devkit-exact ``DevkitKittiMetric``).
 Measured MACs recount sum_j n_j * nnz(W[j]) from the checkpoint's actual zeros (METHOD.md §7); the
 measured distortion is D(dense, pruned) on held-out frames of the evaluation split (METHOD §2).
-Artifact: ``metrics.json``.
+With ``eval.bootstrap`` > 0 (KITTI format), also a 95 % frame-bootstrap interval of mAP and the
+per-resample values (:mod:`dm3d_exp.kitti.bootstrap`). Artifact: ``metrics.json``.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ..adapters import data as data_mod, kitti_metric
 from ..adapters.data import batches, build_metric, evaluate_detector, headline_map
 from ..adapters.layers import prunable_modules, weight_view
 from ..adapters.sensitivity import DistortionMeter, additivity_check
+from ..kitti import bootstrap as kitti_bootstrap
 from ..core.levels import level_counts
 from ..pipeline.cache import CacheEntry, code_version, file_sha256
 from ..progress import progress_bar
@@ -25,7 +27,7 @@ from . import calibrate, sensitivity
 from .context import RunContext, seeded_indices
 from .sensitivity import fisher_spec
 
-CODE = code_version(data_mod, kitti_metric, sys.modules[__name__])
+CODE = code_version(data_mod, kitti_metric, kitti_bootstrap, sys.modules[__name__])
 
 
 def cache_inputs(ctx: RunContext, checkpoint: str | None, calib: CacheEntry) -> dict:
@@ -49,13 +51,16 @@ def run(ctx: RunContext, checkpoint: str | None, calib: CacheEntry, tag: str) ->
         ds = ctx.dataset(conf.split)
         indices = seeded_indices(len(ds), conf.num_frames, 0) if conf.num_frames else list(range(len(ds)))
         metric = build_metric(ctx.mmdet3d_cfg, ctx.data_root, ctx.conf.dataset.format, conf.split,
-                              ctx.conf.dataset.classes)
+                              ctx.conf.dataset.classes, conf.bootstrap)
         with progress_bar(len(indices), f"evaluate ({tag})", ctx.conf.progress) as bar:
             raw = evaluate_detector(model, ds, indices, metric, conf.batch_size, progress=bar.advance)
         metrics = {k.split("/", 1)[1] if k.startswith("Kitti metric/") else k: float(v) for k, v in raw.items()}
         metrics["mAP"] = headline_map(metrics)
         result = {"eval": metrics, "cost": measured_macs(model, calibrate.load_costs(calib)),
                   "frames": len(indices)}
+        values = getattr(metric, "bootstrap_values", None)
+        if values is not None:  # the same seeded resamples for every model: paired differences are valid
+            result["bootstrap"] = {"resamples": len(values), "mAP": [float(v) for v in values]}
         if conf.distortion_frames:
             held_out = seeded_indices(len(ds), min(conf.distortion_frames, len(ds)), 1)
             dense = ctx.model()

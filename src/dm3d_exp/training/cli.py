@@ -1,6 +1,7 @@
 """``dm3d-train``: train a reference detector on the synthetic benchmark.
 
-Usage: ``dm3d-train detector=pointpillars_synth [max_epochs=N] [threads=1] [data.num_train=...] ...``
+Usage: ``dm3d-train detector=pointpillars_synth [max_epochs=N] [threads=1] [data.num_train=...]
+[init_from=PATH [trust_checkpoint=true]] ...``
 (Hydra-style ``key=value`` overrides of :class:`~dm3d_exp.training.recipe.TrainOptions`).
 """
 from __future__ import annotations

@@ -170,6 +170,24 @@ class TrainOptions:
     check_frames: int = 60
     log_interval: int = 10
     init_from: str | None = None  # warm start: weights of this checkpoint (fresh optimizer and schedule)
+    trust_checkpoint: bool = False  # unpickle init_from without weights_only restrictions (code execution risk)
+
+
+class _WarmStart(Hook):
+    """Loads the ``init_from`` weights (already read weights-only) strictly at the start of training: after
+    mmengine's weight initialisation, before the recorder snapshots the initial parameters."""
+
+    priority = "VERY_HIGH"
+
+    def __init__(self, contents, path: Path, expected: str) -> None:
+        self.contents, self.path, self.expected = contents, path, expected
+
+    def before_train(self, runner) -> None:
+        from ..adapters.checkpoint import load_state_strict
+
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        load_state_strict(model, self.contents, self.path, self.expected)
+        self.contents = None
 
 
 class _Recorder(Hook):
@@ -227,9 +245,8 @@ def _prepare_config(opts: TrainOptions, config_path: Path, data_root: Path, work
         cfg.optim_wrapper.optimizer.lr = opts.lr
     cfg.default_hooks.logger.interval = opts.log_interval
     cfg.work_dir = str(work_dir)
-    if opts.init_from is not None:
-        cfg.load_from = str(Path(opts.init_from).expanduser().absolute())
-        cfg.resume = False
+    cfg.load_from = None  # init_from is loaded by _WarmStart (weights-only), never by mmengine's torch.load
+    cfg.resume = False
     cfg.randomness = dict(seed=opts.seed, deterministic=False)
     cfg.launcher = "none"
     return cfg
@@ -239,13 +256,18 @@ def train(opts: TrainOptions) -> dict:
     """Train detector ``opts.detector`` and publish its checkpoint and manifest; return the manifest."""
     from mmengine.runner import Runner
 
-    from ..adapters.checkpoint import save_checkpoint
+    from ..adapters.checkpoint import read_checkpoint_file, save_checkpoint
     from ..adapters.runtime import setup_mmdet3d
     from ..data import SynthParams, ensure_dataset, read_manifest
 
     set_threads(opts.threads)
     spec = resolve_detector(opts.detector, require_checkpoint=False)
-    init = _init_record(opts.init_from)  # before generating any data: a bad path fails at once
+    init = _init_record(opts.init_from)  # before generating any data: a bad path or file fails at once
+    warm = None
+    if opts.init_from is not None:
+        path = Path(opts.init_from).expanduser()
+        warm = _WarmStart(read_checkpoint_file(path, opts.trust_checkpoint, "trust_checkpoint"), path,
+                          f"detector {spec.name} ({_rel(spec.config)})")
     if opts.data_root is not None:
         data_root = Path(opts.data_root).expanduser().absolute()
     else:
@@ -259,6 +281,8 @@ def train(opts: TrainOptions) -> dict:
 
     rec = _Recorder()
     runner = Runner.from_cfg(cfg)
+    if warm is not None:
+        runner.register_hook(warm, priority="VERY_HIGH")
     runner.register_hook(rec, priority="LOWEST")
     t0 = time.perf_counter()
     runner.train()
