@@ -1,7 +1,8 @@
 """Issue 10 §4 study: methods x FLOPs targets x recovery variants on a shipped detector, all val frames.
 
 Usage: python bench/recovery_study.py [--detector centerpoint_voxel_synth] [--jobs 2] [--stage all]
-           [--targets 0.5,0.33,0.25,0.2] [--only LABEL,...] [-- extra Hydra overrides]
+           [--targets 0.5,0.33,0.25,0.2] [--only LABEL,...] [--tag NAME -- extra Hydra overrides]
+(``--tag`` names a variant of the selected cells run with the extra overrides, e.g. another damping.)
 Each cell is one real ``dm3d`` run (threads=1, its own run dir under bench/results/recovery_runs/, the user
 stage cache shared, so the dense evaluation, calibration and sensitivity are computed once). Cells whose
 summary.json exists are not rerun. ``--stage recover`` only fills the cache up to the recover stage.
@@ -39,13 +40,13 @@ RECOVERY = {  # label -> (overrides, methods it applies to: None = all)
 COMMON = ["threads=1", "tracking=off", "progress=false", "eval.num_frames=null", "recovery.num_frames=8"]
 
 
-def cells(targets, only):
+def cells(targets, only, tag=""):
     for target in targets:
         for method, m_over in METHODS.items():
             for recovery, (r_over, applies) in RECOVERY.items():
                 if applies is not None and method not in applies:
                     continue
-                label = f"{method} | {recovery} | {target}"
+                label = f"{method} | {recovery}{f' [{tag}]' if tag else ''} | {target}"
                 if only and not any(o in label for o in only):
                     continue
                 yield label, [*m_over, *r_over, f"pruning.flops_target={target}"]
@@ -82,7 +83,48 @@ def row(label: str, s: dict) -> dict:
             "D_predicted": "distortion/predicted", "D_measured": "distortion/measured"}
     out.update({k: s.get(v) for k, v in keys.items()})
     out["time_s"] = {k[5:-2]: round(v, 1) for k, v in s.items() if k.startswith("time/")}
+    out["metrics_json"] = str(Path(s["artifacts"]["evaluate"]["path"]) / "metrics.json")
     return out
+
+
+def _bootstrap(r: dict, detector: str):
+    """The row's per-resample mAPs (from its metrics.json, found through its run dir if not recorded)."""
+    try:
+        path = r.get("metrics_json")
+        if path is None:
+            label = f"{r['method']} | {r['recovery']} | {r['flops_target']}"
+            s = json.loads((RESULTS / "recovery_runs" / detector / _slug(label) / "summary.json").read_text())
+            path = str(Path(s["artifacts"]["evaluate"]["path"]) / "metrics.json")
+        return json.loads(Path(path).read_text())["bootstrap"]["mAP"]
+    except (KeyError, OSError, ValueError):
+        return None
+
+
+def paired_lines(rows: list[dict], detector: str) -> list[str]:
+    """Best DM3D row vs best baseline row per target and recovery family, with the paired bootstrap
+    interval of the difference (same frames, same resamples)."""
+    import numpy as np
+
+    from dm3d_exp.kitti.bootstrap import paired_interval
+
+    lines = ["", "Paired differences (same frames and resamples; 95 % interval of mAP(DM3D) - mAP(baseline)):", "",
+             "| target | recovery | best DM3D | best baseline | difference | 95% interval |", "|---|---|---|---|---|---|"]
+    family = lambda r: "reconstruct" if r["recovery"].startswith("reconstruct") and "[" not in r["recovery"] \
+        else r["recovery"]  # noqa: E731  (aware curves are DM3D's way of using the same reconstruction)
+    for target in sorted({r["flops_target"] for r in rows}, reverse=True):
+        for fam in ("none", "reconstruct"):
+            cand = [r for r in rows if r["flops_target"] == target and family(r) == fam and r["mAP"] is not None]
+            dm3d = [r for r in cand if r["method"].startswith("dm3d")]
+            base = [r for r in cand if not r["method"].startswith("dm3d")]
+            if not dm3d or not base:
+                continue
+            a, b = max(dm3d, key=lambda r: r["mAP"]), max(base, key=lambda r: r["mAP"])
+            va, vb = _bootstrap(a, detector), _bootstrap(b, detector)
+            ci = "" if va is None or vb is None else "{:.1f} to {:.1f}".format(*paired_interval(np.array(va),
+                                                                                                np.array(vb)))
+            lines.append(f"| {target} | {fam} | {a['method']} ({a['recovery']}) {a['mAP']:.2f} | "
+                         f"{b['method']} ({b['recovery']}) {b['mAP']:.2f} | {a['mAP'] - b['mAP']:+.2f} | {ci} |")
+    return lines
 
 
 def _fmt(v, nd=2):
@@ -101,7 +143,7 @@ def markdown(rows: list[dict], detector: str, machine: dict) -> str:
                      f"{_fmt(r['reduction'])}x | {_fmt(r['D_predicted'], 3)} | {_fmt(r['D_measured'], 3)} | "
                      f"{t.get('sensitivity', 0):.0f} / {t.get('recover', 0):.0f} / {t.get('evaluate', 0):.0f} |")
     dense = next((r["dense_mAP"] for r in rows if r["dense_mAP"] is not None), None)
-    lines += ["", f"dense mAP: {_fmt(dense)}"]
+    lines += ["", f"dense mAP: {_fmt(dense)}"] + paired_lines(rows, detector)
     return "\n".join(lines) + "\n"
 
 
@@ -121,15 +163,23 @@ def main(argv: list[str]) -> int:
     p.add_argument("--stage", default="all", choices=["recover", "all"])
     p.add_argument("--targets", default="0.5,0.25,0.33,0.2")
     p.add_argument("--only", default="")
+    p.add_argument("--tag", default="")
+    p.add_argument("--report", action="store_true", help="only re-render the .md from the .json")
     a = p.parse_args(argv)
     sys.path.insert(0, str(REPO / "src"))
     from dm3d_exp.training.recipe import machine
 
-    todo = list(cells([t.strip() for t in a.targets.split(",")], [o for o in a.only.split(",") if o]))
+    if a.report:
+        out = RESULTS / f"recovery_{a.detector}.json"
+        doc = json.loads(out.read_text())
+        _write(out.with_suffix(".md"), markdown(doc["rows"], a.detector, doc["machine"]))
+        return 0
+    if extra and not a.tag:
+        p.error("extra overrides need --tag (the variant's name in the table)")
+    todo = list(cells([t.strip() for t in a.targets.split(",")], [o for o in a.only.split(",") if o], a.tag))
     out = RESULTS / f"recovery_{a.detector}.json"
-    rows = {}
-    if out.exists():
-        rows = {(r["method"], r["recovery"], r["flops_target"]): r for r in json.loads(out.read_text())["rows"]}
+    from filelock import FileLock
+
     with cf.ThreadPoolExecutor(a.jobs) as pool:
         futures = {pool.submit(run_cell, a.detector, label, over, a.stage, extra): label for label, over in todo}
         for fut in cf.as_completed(futures):
@@ -138,11 +188,18 @@ def main(argv: list[str]) -> int:
             print(f"done {label}: {None if not s else s.get('pruned/eval/mAP')}", flush=True)
             if a.stage == "all" and s and "pruned/eval/mAP" in s:
                 r = row(label, s)
-                rows[(r["method"], r["recovery"], r["flops_target"])] = r
-                doc = {"detector": a.detector, "machine": machine(), "common_overrides": COMMON + extra,
-                       "rows": list(rows.values())}
-                _write(out, json.dumps(doc, indent=1))  # after every cell: a partial study is still readable
-                _write(out.with_suffix(".md"), markdown(doc["rows"], a.detector, doc["machine"]))
+                if extra:
+                    r["overrides"] = extra
+                with FileLock(str(out) + ".lock"):  # several studies may add rows at once: read, merge, write
+                    rows = {}
+                    if out.exists():
+                        rows = {(x["method"], x["recovery"], x["flops_target"]): x
+                                for x in json.loads(out.read_text())["rows"]}
+                    rows[(r["method"], r["recovery"], r["flops_target"])] = r
+                    doc = {"detector": a.detector, "machine": machine(), "common_overrides": COMMON,
+                           "rows": list(rows.values())}
+                    _write(out, json.dumps(doc, indent=1))  # after every cell: a partial study is still readable
+                    _write(out.with_suffix(".md"), markdown(doc["rows"], a.detector, doc["machine"]))
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
 
