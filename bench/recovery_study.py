@@ -24,7 +24,7 @@ REPO = HERE.parent
 RESULTS = HERE / "results"
 
 METHODS = {  # label -> overrides
-    "dm3d (paper D)": ["pruning=dm3d"],
+    "dm3d (paper D)": ["pruning=dm3d", "sensitivity=fisher"],
     "dm3d (fgnorm)": ["pruning=dm3d", "sensitivity=fisher_fgnorm"],
     "lamp": ["pruning=lamp"],
     "global_magnitude": ["pruning=global_magnitude"],
@@ -33,7 +33,7 @@ METHODS = {  # label -> overrides
 }
 RECOVERY = {  # label -> (overrides, methods it applies to: None = all)
     "none": (["recovery=none"], None),
-    "reconstruct": (["recovery=reconstruct"], None),
+    "reconstruct": (["recovery=reconstruct", "sensitivity.perturbation=zeroed"], None),  # curves of zeroed weights
     "reconstruct + aware curves": (["recovery=reconstruct", "sensitivity.perturbation=reconstructed"],
                                    ("dm3d (paper D)", "dm3d (fgnorm)")),
 }
