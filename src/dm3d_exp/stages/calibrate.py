@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..adapters import layers as layers_mod, macs_probe, spconv_pairs
 from ..adapters.data import batches
 from ..adapters.heads import head_outputs
 from ..adapters.layers import layer_spec
 from ..adapters.macs_probe import PairRecorder
 from ..core.macs import LayerCost
-from ..pipeline.cache import CacheEntry, code_version
+from ..pipeline.cache import CacheEntry
+from ..pipeline.code_version import code_version
 from .context import RunContext, seeded_indices
 
-CODE = code_version(layers_mod, macs_probe, spconv_pairs, sys.modules[__name__])
+CODE = code_version(sys.modules[__name__])  # this module and everything it imports
 
 
 def cache_inputs(ctx: RunContext) -> dict:

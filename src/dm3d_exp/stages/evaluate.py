@@ -15,19 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..adapters import data as data_mod, kitti_metric
 from ..adapters.data import batches, build_metric, evaluate_detector, headline_map
 from ..adapters.layers import prunable_modules, weight_view
 from ..adapters.sensitivity import DistortionMeter, additivity_check
-from ..kitti import bootstrap as kitti_bootstrap
 from ..core.levels import level_counts
-from ..pipeline.cache import CacheEntry, code_version, file_sha256
+from ..pipeline.cache import CacheEntry, file_sha256
+from ..pipeline.code_version import code_version
 from ..progress import progress_bar
 from . import calibrate, sensitivity
 from .context import RunContext, seeded_indices
 from .sensitivity import fisher_spec
 
-CODE = code_version(data_mod, kitti_metric, kitti_bootstrap, sys.modules[__name__])
+CODE = code_version(sys.modules[__name__])  # this module and everything it imports
 
 
 def cache_inputs(ctx: RunContext, checkpoint: str | None, calib: CacheEntry) -> dict:

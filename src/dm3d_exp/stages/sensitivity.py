@@ -15,19 +15,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..adapters import heads, reconstruct as recon_adapter, sensitivity as sens_adapter
 from ..adapters.data import batches
 from ..adapters.sensitivity import (DistortionSpec, FisherSpec, fisher_curves, intra_layer_orders,
                                     measured_layer_curves, reconstructed_fisher_curves)
-from ..core import distortion, fisher, measured, ranking, reconstruct as recon_core
 from ..core.reconstruct import ReconstructionError
-from ..pipeline.cache import CacheEntry, code_version
+from ..pipeline.cache import CacheEntry
+from ..pipeline.code_version import code_version
 from ..progress import progress_bar
 from . import calibrate, recover
 from .context import RunContext
 
-CODE = code_version(heads, recon_adapter, sens_adapter, distortion, fisher, measured, ranking, recon_core,
-                    sys.modules[__name__])
+CODE = code_version(sys.modules[__name__])  # this module and everything it imports
 
 
 def effective_method(ctx: RunContext) -> str:
