@@ -66,8 +66,8 @@ def test_every_detector_composes_and_real_data_needs_a_root():
     ("recovery.target=labels", "recovery.target='labels' is not valid"),
     ("recovery.num_frames=64", "recovery.num_frames=64 is larger than calib.num_frames=32"),
     ("recovery.max_sites=0", "recovery.max_sites=0 is out of range"),
-    ("sensitivity.perturbation=pruned", "sensitivity.perturbation='pruned' is not valid, expected one of: zeroed, "
-                                        "reconstructed"),
+    ("sensitivity.perturbation=pruned", "sensitivity.perturbation='pruned' is not valid, expected one of: auto, "
+                                        "zeroed, reconstructed"),
     ("sensitivity.perturbation=reconstructed", "sensitivity.perturbation='reconstructed' with recovery.method='none', "
                                                "expected recovery=reconstruct"),
     ("sensitivity.coarse_levels=0", "sensitivity.coarse_levels=0 is out of range"),
@@ -109,3 +109,21 @@ def test_every_sweep_value_composes_and_validates(sweep):
             for part in key.split("."):
                 node = getattr(node, part)
             assert node == yaml.safe_load(value)
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["recovery=reconstruct"], "reconstructed"),
+    (["recovery=none"], "zeroed"),
+    (["recovery=bn"], "zeroed"),
+    (["recovery=reconstruct", "pruning=rd_measured"], "zeroed"),  # measured curves: no reconstruction model
+    (["recovery=reconstruct", "sensitivity.perturbation=zeroed"], "zeroed"),
+    (["recovery=reconstruct", "sensitivity.perturbation=reconstructed"], "reconstructed"),
+])
+def test_auto_perturbation_follows_the_recovery(overrides, expected):
+    """sensitivity.perturbation=auto (default): the curves measure what the recover stage will do."""
+    from types import SimpleNamespace
+
+    from dm3d_exp.stages.sensitivity import effective_perturbation
+
+    conf = validate(_compose([*overrides, "detector.checkpoint=x.pth"]))
+    assert effective_perturbation(SimpleNamespace(conf=conf)) == expected

@@ -103,12 +103,12 @@ class SensitivityConf:
     lambda_conf: float = 1.0
     foreground_weighting: bool = False
     normalize: str = "none"
-    perturbation: str = "zeroed"       # zeroed (the paper) | reconstructed (METHOD §11.3, needs recovery=reconstruct)
+    perturbation: str = "auto"         # auto (reconstructed iff recovery=reconstruct) | zeroed (the paper) | reconstructed
     coarse_levels: int = 20            # K_c: reconstructed levels per layer (perturbation=reconstructed)
 
     def __post_init__(self):
         _choice("sensitivity.method", self.method, ("fisher", "measured"))
-        _choice("sensitivity.perturbation", self.perturbation, ("zeroed", "reconstructed"))
+        _choice("sensitivity.perturbation", self.perturbation, ("auto", "zeroed", "reconstructed"))
         _range("sensitivity.coarse_levels", self.coarse_levels, 1, 10_000)
         _choice("sensitivity.probe", self.probe, ("random", "mean_square"))
         _range("sensitivity.probes_per_frame", self.probes_per_frame, 1, 10_000)
