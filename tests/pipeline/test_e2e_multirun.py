@@ -113,6 +113,17 @@ def test_single_stage_and_bad_input(workspace, tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2
     assert "error: detector.checkpoint=" in bad.stderr and "does not exist" in bad.stderr
+    for key in ("calib.num_frames", "eval.num_frames"):  # more frames than the (4-frame / 3-frame) split
+        many = subprocess.run([sys.executable, "-c", "from dm3d_exp.cli import main; main()",
+                               "detector=pointpillars_synth", f"detector.mmdet3d_config={TINY}",
+                               f"detector.checkpoint={ckpt}", f"dataset.root={data}", "tracking=off",
+                               f"cache_dir={tmp_path / 'cache_many'}", "pruning=uniform", f"{key}=50",
+                               *(["calib.num_frames=2"] if key != "calib.num_frames" else []),
+                               "calib.reference_frames=2", "progress=false"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        lines = [ln for ln in many.stderr.splitlines() if ln.startswith("error:")]
+        assert many.returncode == 2 and len(lines) == 1, many.stderr[-2000:]
+        assert f"{key}=50 is larger than the split" in lines[0]
 
 
 def test_submitit_local_launcher(workspace, tmp_path):

@@ -34,8 +34,8 @@ def run(ctx: RunContext) -> CacheEntry:
         conf = ctx.conf.calib
         ds = ctx.dataset(conf.split)
         frames = {"split": conf.split,
-                  "calib": seeded_indices(len(ds), conf.num_frames, conf.seed),
-                  "reference": seeded_indices(len(ds), conf.reference_frames, conf.seed + 1)}
+                  "calib": seeded_indices(len(ds), conf.num_frames, conf.seed, "calib.num_frames"),
+                  "reference": seeded_indices(len(ds), conf.reference_frames, conf.seed + 1, "calib.reference_frames")}
         model = ctx.model()
         with PairRecorder(model) as rec:
             for inputs, samples in batches(model, ds, frames["reference"]):

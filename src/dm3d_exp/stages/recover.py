@@ -83,9 +83,7 @@ def _reconstruct(ctx: RunContext, model, layers, masks, frames) -> dict:
 def _bn_reestimate(ctx: RunContext, model) -> int:
     r = ctx.conf.recovery
     ds = build_train_dataset(ctx.mmdet3d_cfg, ctx.data_root, ctx.conf.dataset.format)
-    if r.bn_frames > len(ds):
-        raise InputError(f"recovery.bn_frames={r.bn_frames} is larger than the training split ({len(ds)} frames)")
-    ids = seeded_indices(len(ds), r.bn_frames, ctx.conf.seed + 2)
+    ids = seeded_indices(len(ds), r.bn_frames, ctx.conf.seed + 2, "recovery.bn_frames")
     size = r.bn_batch_size or int(ctx.mmdet3d_cfg.train_dataloader.batch_size)
     with progress_bar(-(-len(ids) // size), "recover (BN re-estimation)", ctx.conf.progress) as bar:
         return batchnorm.reestimate_batchnorm(model, train_batches(model, ds, ids, size, ctx.conf.seed),
