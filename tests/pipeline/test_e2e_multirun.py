@@ -119,7 +119,7 @@ def test_single_stage_and_bad_input(workspace, tmp_path):
         many = subprocess.run([sys.executable, "-c", "from dm3d_exp.cli import main; main()",
                                "detector=pointpillars_synth", f"detector.mmdet3d_config={TINY}",
                                f"detector.checkpoint={ckpt}", f"dataset.root={data}", "tracking=off",
-                               f"cache_dir={tmp_path / 'cache_many'}", "pruning=uniform", f"{key}=50",
+                               f"cache_dir={tmp_path / 'cache_many'}", "pruning=uniform", "recovery=none", f"{key}=50",
                                *(["calib.num_frames=2"] if key != "calib.num_frames" else []),
                                "calib.reference_frames=2", "progress=false"],
                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
