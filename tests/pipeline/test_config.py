@@ -66,16 +66,16 @@ def test_every_detector_composes_and_real_data_needs_a_root():
     ("recovery.target=labels", "recovery.target='labels' is not valid"),
     ("recovery.num_frames=64", "recovery.num_frames=64 is larger than calib.num_frames=32"),
     ("recovery.max_sites=0", "recovery.max_sites=0 is out of range"),
-    ("sensitivity.perturbation=pruned", "sensitivity.perturbation='pruned' is not valid, expected one of: zeroed, "
-                                        "reconstructed"),
-    ("sensitivity.perturbation=reconstructed", "sensitivity.perturbation='reconstructed' with recovery.method='none', "
-                                               "expected recovery=reconstruct"),
+    ("sensitivity.perturbation=pruned", "sensitivity.perturbation='pruned' is not valid, expected one of: auto, "
+                                        "zeroed, reconstructed"),
+    ("sensitivity.perturbation=reconstructed recovery.method=none",
+     "sensitivity.perturbation='reconstructed' with recovery.method='none', expected recovery=reconstruct"),
     ("sensitivity.coarse_levels=0", "sensitivity.coarse_levels=0 is out of range"),
     ("threads=0", r"threads=0 is out of range, expected a value in \[1, 1024\]"),
 ])
 def test_schema_rejects_bad_values_with_one_line(override, match):
     with pytest.raises(InputError, match=match) as err:
-        validate(_compose([override, "detector.checkpoint=x.pth"]))
+        validate(_compose([*override.split(" "), "detector.checkpoint=x.pth"]))
     assert "\n" not in str(err.value)
 
 
@@ -109,3 +109,38 @@ def test_every_sweep_value_composes_and_validates(sweep):
             for part in key.split("."):
                 node = getattr(node, part)
             assert node == yaml.safe_load(value)
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["recovery=reconstruct"], "reconstructed"),
+    (["recovery=none"], "zeroed"),
+    (["recovery=bn"], "zeroed"),
+    (["recovery=reconstruct", "pruning=rd_measured"], "zeroed"),  # measured curves: no reconstruction model
+    (["recovery=reconstruct", "sensitivity.perturbation=zeroed"], "zeroed"),
+    (["recovery=reconstruct", "sensitivity.perturbation=reconstructed"], "reconstructed"),
+])
+def test_auto_perturbation_follows_the_recovery(overrides, expected):
+    """sensitivity.perturbation=auto (default): the curves measure what the recover stage will do."""
+    from types import SimpleNamespace
+
+    from dm3d_exp.stages.sensitivity import effective_perturbation
+
+    conf = validate(_compose([*overrides, "detector.checkpoint=x.pth"]))
+    assert effective_perturbation(SimpleNamespace(conf=conf)) == expected
+
+
+def test_defaults_recover_and_the_paper_is_one_switch_away():
+    """Default: extended D, reconstruction with reconstruction-aware curves; +experiment=paper: the paper's
+    D on zeroed weights, no recovery."""
+    from types import SimpleNamespace
+
+    from dm3d_exp.stages.sensitivity import effective_perturbation
+
+    default = validate(_compose(["detector.checkpoint=x.pth"]))
+    assert default.recovery.method == "reconstruct" and default.sensitivity.foreground_weighting
+    assert effective_perturbation(SimpleNamespace(conf=default)) == "reconstructed"
+    paper = validate(_compose(["+experiment=paper", "detector.checkpoint=x.pth"]))
+    assert paper.recovery.method == "none" and paper.recovery.statistics == "none"
+    assert not paper.sensitivity.foreground_weighting and paper.sensitivity.normalize == "none"
+    assert effective_perturbation(SimpleNamespace(conf=paper)) == "zeroed"
+    assert paper.calib.num_frames == 128 and paper.sensitivity.num_levels == 1000

@@ -40,6 +40,8 @@ def _dm3d(workspace, cwd, *overrides, env=None):
     root, data, ckpt = workspace
     flags = [o for o in overrides if o.startswith("--")]  # Hydra flags go before the overrides
     overrides = [o for o in overrides if not o.startswith("--")]
+    if not any(o.startswith("recovery=") for o in overrides):
+        overrides.append("recovery=none")  # the tiny detector's wide layers have fewer samples than inputs
     cmd = [sys.executable, "-c", "from dm3d_exp.cli import main; main()", *flags,
            "detector=pointpillars_synth", f"detector.mmdet3d_config={TINY}", f"detector.checkpoint={ckpt}",
            f"dataset.root={data}",
@@ -113,6 +115,17 @@ def test_single_stage_and_bad_input(workspace, tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2
     assert "error: detector.checkpoint=" in bad.stderr and "does not exist" in bad.stderr
+    for key in ("calib.num_frames", "eval.num_frames"):  # more frames than the (4-frame / 3-frame) split
+        many = subprocess.run([sys.executable, "-c", "from dm3d_exp.cli import main; main()",
+                               "detector=pointpillars_synth", f"detector.mmdet3d_config={TINY}",
+                               f"detector.checkpoint={ckpt}", f"dataset.root={data}", "tracking=off",
+                               f"cache_dir={tmp_path / 'cache_many'}", "pruning=uniform", "recovery=none", f"{key}=50",
+                               *(["calib.num_frames=2"] if key != "calib.num_frames" else []),
+                               "calib.reference_frames=2", "progress=false"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        lines = [ln for ln in many.stderr.splitlines() if ln.startswith("error:")]
+        assert many.returncode == 2 and len(lines) == 1, many.stderr[-2000:]
+        assert f"{key}=50 is larger than the split" in lines[0]
 
 
 def test_submitit_local_launcher(workspace, tmp_path):
@@ -163,7 +176,7 @@ def test_recovery_stage_keeps_the_masks_and_reports_its_record(workspace, tmp_pa
     every selected layer reconstructed, its time and record in the summary; a second run is a cache hit.
     (BN re-estimation needs a GT database with every class: the 4-frame workspace has no Cyclist; it is
     tested in tests/adapters/test_reconstruct.py.)"""
-    heads = ("pruning.prunable=heads", "pruning.denominator=prunable", "calib.num_frames=4")
+    heads = ("pruning.prunable=heads", "pruning.denominator=prunable", "calib.num_frames=4", "recovery.num_frames=null")
     zeroed = _run_summary(workspace, tmp_path, "zeroed", *heads)
     recovered = _run_summary(workspace, tmp_path, "recovered", *heads, "recovery=reconstruct")
     assert recovered["pruned/cost/flops_ratio"] == pytest.approx(zeroed["pruned/cost/flops_ratio"])
@@ -183,7 +196,8 @@ def test_recovery_with_too_few_calibration_samples_is_one_line_and_caches_nothin
                            "detector=pointpillars_synth", f"detector.mmdet3d_config={TINY}", f"detector.checkpoint={ckpt}",
                            f"dataset.root={data}", f"cache_dir={root / 'cache_rank'}", "calib.num_frames=1",
                            "calib.reference_frames=1", "pruning=uniform", "pruning.flops_target=0.5",
-                           "recovery=reconstruct", "recovery.max_sites=4", "tracking=off", "progress=false"],
+                           "recovery=reconstruct", "recovery.num_frames=1", "recovery.max_sites=4", "tracking=off",
+                           "progress=false"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2, proc.stderr[-2000:]
     line = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
@@ -226,7 +240,7 @@ def test_identical_bytes_whatever_the_thread_environment(workspace, tmp_path):
               "detector.point_cloud_range=[0,-12.8,-3,25.6,12.8,1]", "pruning=dm3d", "pruning.flops_target=0.5",
               "pruning.prunable='middle_encoder.conv_input,middle_encoder.encoder_layers.encoder_layer1,middle_encoder.encoder_layers.encoder_layer2'",
               "pruning.min_density=0.3",
-              "pruning.denominator=prunable", "recovery=reconstruct",
+              "pruning.denominator=prunable", "recovery=reconstruct", "recovery.num_frames=null",
               "tracking=off")
     summaries = {}
     for name, omp, threads in (("a", "1", 2), ("b", "2", 2), ("one", "2", 1)):

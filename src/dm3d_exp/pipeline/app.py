@@ -56,7 +56,7 @@ def print_table(conf: RunConf, summary: dict, out: Path, uri: str | None) -> Non
     console = Console(stderr=False)
     recovery = conf.recovery.method if conf.recovery.statistics == "none" else \
         f"{conf.recovery.method} + {conf.recovery.statistics}"
-    aware = ", reconstruction-aware curves" if conf.sensitivity.perturbation == "reconstructed" else ""
+    aware = ", reconstruction-aware curves" if summary.get("allocation/reconstruction_aware") else ""
     t = Table(title=f"{conf.detector.name} on {conf.dataset.name}: {conf.pruning.method} @ "
                     f"{conf.pruning.flops_target:g} of dense FLOPs, recovery {recovery}{aware}")
     t.add_column("metric")

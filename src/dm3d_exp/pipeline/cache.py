@@ -47,14 +47,6 @@ def file_sha256(path: str | os.PathLike, _memo: dict = {}) -> str:
     return _memo[memo_key]
 
 
-def code_version(*modules) -> str:
-    """Hash of the source files of ``modules`` (and the package version): changes when their code does."""
-    h = hashlib.sha256(__version__.encode())
-    for module in modules:
-        h.update(Path(module.__file__).read_bytes())
-    return h.hexdigest()[:12]
-
-
 # temp dir of a computation: .<key>.<pid>@<host>.<mkdtemp suffix>; without pid@host: written before owners were named
 _TEMP_DIR = re.compile(r"^\.(?P<key>[0-9a-f]+)\.(?:(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.)?[a-z0-9_]+$")
 FOREIGN_TEMP_AGE_S = 24 * 3600

@@ -5,7 +5,8 @@ per-class AP keys), ``pruned/cost/*`` (flops_ratio, flops_reduction, macs_dense,
 params_nonzero, sparsity), ``cost/flops_target``, ``distortion/predicted``, ``distortion/measured``,
 ``time/<stage>_s`` (wall time spent in this job), ``cache/<stage>_hit`` and, with recovery,
 ``pruned/recovery/*`` (layers by status, mean relative calibration error zeroed vs reconstructed, the
-seconds of reconstruction and statistics).
+seconds of reconstruction and statistics); ``allocation/reconstruction_aware`` (1 when the curves measured
+reconstructed perturbations, METHOD §11.3).
 """
 from __future__ import annotations
 
@@ -68,6 +69,8 @@ def run_stages(conf: RunConf) -> tuple[dict, dict[str, CacheEntry], _Timeline]:
     entries["evaluate"] = pruned_eval = tl.run("evaluate", evaluate.run, ctx, ckpt, calib, "pruned")
     summary = _summary(conf, allocate.load(alloc), pruned, evaluate.load(dense_eval), evaluate.load(pruned_eval), tl,
                        recovered)
+    if sens is not None:
+        summary["allocation/reconstruction_aware"] = float(sens.meta().get("perturbation") == "reconstructed")
     if conf.eval.additivity_checks and sens is not None:
         entries["additivity"] = add = tl.run("additivity", evaluate.additivity, ctx, sens)
         summary.update({f"distortion/additivity_{k}": v for k, v in add.meta().items() if k.startswith("ratio_")})

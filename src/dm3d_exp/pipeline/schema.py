@@ -103,12 +103,12 @@ class SensitivityConf:
     lambda_conf: float = 1.0
     foreground_weighting: bool = False
     normalize: str = "none"
-    perturbation: str = "zeroed"       # zeroed (the paper) | reconstructed (METHOD §11.3, needs recovery=reconstruct)
+    perturbation: str = "auto"         # auto (reconstructed iff recovery=reconstruct) | zeroed (the paper) | reconstructed
     coarse_levels: int = 20            # K_c: reconstructed levels per layer (perturbation=reconstructed)
 
     def __post_init__(self):
         _choice("sensitivity.method", self.method, ("fisher", "measured"))
-        _choice("sensitivity.perturbation", self.perturbation, ("zeroed", "reconstructed"))
+        _choice("sensitivity.perturbation", self.perturbation, ("auto", "zeroed", "reconstructed"))
         _range("sensitivity.coarse_levels", self.coarse_levels, 1, 10_000)
         _choice("sensitivity.probe", self.probe, ("random", "mean_square"))
         _range("sensitivity.probes_per_frame", self.probes_per_frame, 1, 10_000)
@@ -132,7 +132,7 @@ class RecoveryConf:
     method: str = "none"               # none | reconstruct
     target: str = "dense_weights"      # dense_weights | dense_outputs
     damping: float = 1e-4              # alpha: damp = alpha * mean(diag H)
-    num_frames: Optional[int] = None   # calibration frames used (null: all of calib.num_frames)
+    num_frames: Optional[int] = 8      # calibration frames used (null: all of calib.num_frames)
     max_sites: int = 4096              # output sites per layer and frame (seeded subsample)
     layers_per_pass: int = 1           # 1: fully sequential; large: parallel (inputs from the dense model)
     statistics: str = "none"           # none | bn_reestimate
@@ -212,7 +212,8 @@ class RunConf:
         _choice("stage", self.stage, STAGES)
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         _range("threads", self.threads, 1, 1024)
-        if self.recovery.num_frames is not None and self.recovery.num_frames > self.calib.num_frames:
+        if (self.recovery.method == "reconstruct" and self.recovery.num_frames is not None
+                and self.recovery.num_frames > self.calib.num_frames):
             raise InputError(f"recovery.num_frames={self.recovery.num_frames} is larger than calib.num_frames="
                              f"{self.calib.num_frames}, expected at most the calibration frames")
         if self.sensitivity.perturbation == "reconstructed" and "measured" in (self.sensitivity.method,

@@ -12,18 +12,18 @@ from pathlib import Path
 
 
 from ..adapters.layers import weight_view
-from ..core import allocate as core_allocate, baselines, levels as core_levels, macs as core_macs
 from ..core.allocate import dp_allocate, lagrangian_allocate
 from ..core.baselines import baseline_counts
 from ..core.levels import level_counts, max_level
 from ..core.macs import level_costs, prefix_macs, prunable_budget, summarize_macs
 from ..core.ranking import magnitude_order
 from ..errors import InputError
-from ..pipeline.cache import CacheEntry, code_version
+from ..pipeline.cache import CacheEntry
+from ..pipeline.code_version import code_version
 from . import calibrate, sensitivity
 from .context import RunContext
 
-CODE = code_version(core_allocate, baselines, core_levels, core_macs, sys.modules[__name__])
+CODE = code_version(sys.modules[__name__])  # this module and everything it imports
 CURVE_METHODS = ("dm3d", "rd_measured")
 
 

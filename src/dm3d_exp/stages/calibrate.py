@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..adapters import layers as layers_mod, macs_probe, spconv_pairs
 from ..adapters.data import batches
 from ..adapters.heads import head_outputs
 from ..adapters.layers import layer_spec
 from ..adapters.macs_probe import PairRecorder
 from ..core.macs import LayerCost
-from ..pipeline.cache import CacheEntry, code_version
+from ..pipeline.cache import CacheEntry
+from ..pipeline.code_version import code_version
 from .context import RunContext, seeded_indices
 
-CODE = code_version(layers_mod, macs_probe, spconv_pairs, sys.modules[__name__])
+CODE = code_version(sys.modules[__name__])  # this module and everything it imports
 
 
 def cache_inputs(ctx: RunContext) -> dict:
@@ -34,8 +34,8 @@ def run(ctx: RunContext) -> CacheEntry:
         conf = ctx.conf.calib
         ds = ctx.dataset(conf.split)
         frames = {"split": conf.split,
-                  "calib": seeded_indices(len(ds), conf.num_frames, conf.seed),
-                  "reference": seeded_indices(len(ds), conf.reference_frames, conf.seed + 1)}
+                  "calib": seeded_indices(len(ds), conf.num_frames, conf.seed, "calib.num_frames"),
+                  "reference": seeded_indices(len(ds), conf.reference_frames, conf.seed + 1, "calib.reference_frames")}
         model = ctx.model()
         with PairRecorder(model) as rec:
             for inputs, samples in batches(model, ds, frames["reference"]):

@@ -47,12 +47,13 @@ def select_prunable(names, spec: str) -> list[str]:
     return chosen
 
 
-def seeded_indices(n_total: int, n: int | None, seed: int) -> list[int]:
-    """The first ``n`` of a seeded permutation of range(n_total) (all, in order, when n is None)."""
+def seeded_indices(n_total: int, n: int | None, seed: int, key: str = "frames") -> list[int]:
+    """The first ``n`` of a seeded permutation of range(n_total) (all, in order, when n is None); ``key``
+    names the config key of ``n`` in the error for more frames than the split has."""
     if n is None:
         return list(range(n_total))
     if n > n_total:
-        raise InputError(f"asked for {n} frames but the split has only {n_total}")
+        raise InputError(f"{key}={n} is larger than the split ({n_total} frames), expected at most {n_total}")
     return sorted(np.random.default_rng(seed).permutation(n_total)[:n].tolist())
 
 

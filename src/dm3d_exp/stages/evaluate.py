@@ -10,24 +10,24 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from ..adapters import data as data_mod, kitti_metric
 from ..adapters.data import batches, build_metric, evaluate_detector, headline_map
 from ..adapters.layers import prunable_modules, weight_view
 from ..adapters.sensitivity import DistortionMeter, additivity_check
-from ..kitti import bootstrap as kitti_bootstrap
 from ..core.levels import level_counts
-from ..pipeline.cache import CacheEntry, code_version, file_sha256
+from ..pipeline.cache import CacheEntry, file_sha256
+from ..pipeline.code_version import code_version
 from ..progress import progress_bar
 from . import calibrate, sensitivity
 from .context import RunContext, seeded_indices
 from .sensitivity import fisher_spec
 
-CODE = code_version(data_mod, kitti_metric, kitti_bootstrap, sys.modules[__name__])
+CODE = code_version(sys.modules[__name__])  # this module and everything it imports
 
 
 def cache_inputs(ctx: RunContext, checkpoint: str | None, calib: CacheEntry) -> dict:
@@ -35,6 +35,15 @@ def cache_inputs(ctx: RunContext, checkpoint: str | None, calib: CacheEntry) -> 
             "detector": ctx.detector_identity, "dataset": ctx.dataset_identity, "eval": ctx.section("eval"),
             "distortion": asdict(fisher_spec(ctx).distortion),
             "code": CODE}
+
+
+def _distortion_frames(conf, n_split: int) -> int:
+    """eval.distortion_frames, reduced (with a warning) to the split's size."""
+    if conf.distortion_frames > n_split:
+        warnings.warn(f"eval.distortion_frames={conf.distortion_frames} is larger than the {conf.split} split: "
+                      f"measuring the distortion on all {n_split} frames", stacklevel=2)
+        return n_split
+    return conf.distortion_frames
 
 
 def measured_macs(model, costs) -> dict[str, float]:
@@ -49,7 +58,7 @@ def run(ctx: RunContext, checkpoint: str | None, calib: CacheEntry, tag: str) ->
         conf = ctx.conf.eval
         model = ctx.model(checkpoint)
         ds = ctx.dataset(conf.split)
-        indices = seeded_indices(len(ds), conf.num_frames, 0) if conf.num_frames else list(range(len(ds)))
+        indices = seeded_indices(len(ds), conf.num_frames, 0, "eval.num_frames")
         metric = build_metric(ctx.mmdet3d_cfg, ctx.data_root, ctx.conf.dataset.format, conf.split,
                               ctx.conf.dataset.classes, conf.bootstrap)
         with progress_bar(len(indices), f"evaluate ({tag})", ctx.conf.progress) as bar:
@@ -62,7 +71,7 @@ def run(ctx: RunContext, checkpoint: str | None, calib: CacheEntry, tag: str) ->
         if values is not None:  # the same seeded resamples for every model: paired differences are valid
             result["bootstrap"] = {"resamples": len(values), "mAP": [float(v) for v in values]}
         if conf.distortion_frames:
-            held_out = seeded_indices(len(ds), min(conf.distortion_frames, len(ds)), 1)
+            held_out = seeded_indices(len(ds), _distortion_frames(conf, len(ds)), 1)
             dense = ctx.model()
             meter = DistortionMeter(dense, list(batches(dense, ds, held_out)), fisher_spec(ctx).distortion)
             result["distortion_measured"] = meter(model)
@@ -82,7 +91,7 @@ def additivity(ctx: RunContext, sens: CacheEntry) -> CacheEntry:
         model = ctx.model()
         layers = {n: m for n, m in ctx.prunable_layers(model).items() if n in orders}
         ds = ctx.dataset(conf.split)
-        held_out = seeded_indices(len(ds), min(conf.distortion_frames, len(ds)), 1)
+        held_out = seeded_indices(len(ds), _distortion_frames(conf, len(ds)), 1)
         meter = DistortionMeter(model, list(batches(model, ds, held_out)), fisher_spec(ctx).distortion)
         rng = np.random.default_rng(ctx.conf.seed)
         allocations = []

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..adapters import checkpoint as ckpt_mod
 from ..adapters.checkpoint import nonzero_report, save_checkpoint
 from ..adapters.layers import weight_view
 from ..adapters.sensitivity import apply_levels
 from ..core.ranking import magnitude_order
-from ..pipeline.cache import CacheEntry, code_version
+from ..pipeline.cache import CacheEntry
+from ..pipeline.code_version import code_version
 from . import allocate, sensitivity
 from .context import RunContext
 
-CODE = code_version(ckpt_mod, sys.modules[__name__])
+CODE = code_version(sys.modules[__name__])  # this module and everything it imports
 
 
 def run(ctx: RunContext, alloc: CacheEntry, sens: CacheEntry | None) -> CacheEntry:

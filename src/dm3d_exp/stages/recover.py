@@ -17,19 +17,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..adapters import batchnorm, layers as layers_mod, reconstruct as recon_mod, spconv_pairs
+from ..adapters import batchnorm, reconstruct as recon_mod
 from ..adapters.checkpoint import save_checkpoint
 from ..adapters.data import batches, build_train_dataset, train_batches
 from ..adapters.layers import weight_view
-from ..core import reconstruct as recon_core
 from ..core.reconstruct import ReconstructionError
 from ..errors import InputError
-from ..pipeline.cache import CacheEntry, code_version
+from ..pipeline.cache import CacheEntry
+from ..pipeline.code_version import code_version
 from ..progress import progress_bar
 from . import calibrate
 from .context import RunContext, seeded_indices
 
-CODE = code_version(batchnorm, layers_mod, recon_mod, spconv_pairs, recon_core, sys.modules[__name__])
+CODE = code_version(sys.modules[__name__])  # this module and everything it imports
 
 
 def load_masks(pruned: CacheEntry, layers) -> dict[str, torch.Tensor]:
@@ -83,9 +83,7 @@ def _reconstruct(ctx: RunContext, model, layers, masks, frames) -> dict:
 def _bn_reestimate(ctx: RunContext, model) -> int:
     r = ctx.conf.recovery
     ds = build_train_dataset(ctx.mmdet3d_cfg, ctx.data_root, ctx.conf.dataset.format)
-    if r.bn_frames > len(ds):
-        raise InputError(f"recovery.bn_frames={r.bn_frames} is larger than the training split ({len(ds)} frames)")
-    ids = seeded_indices(len(ds), r.bn_frames, ctx.conf.seed + 2)
+    ids = seeded_indices(len(ds), r.bn_frames, ctx.conf.seed + 2, "recovery.bn_frames")
     size = r.bn_batch_size or int(ctx.mmdet3d_cfg.train_dataloader.batch_size)
     with progress_bar(-(-len(ids) // size), "recover (BN re-estimation)", ctx.conf.progress) as bar:
         return batchnorm.reestimate_batchnorm(model, train_batches(model, ds, ids, size, ctx.conf.seed),

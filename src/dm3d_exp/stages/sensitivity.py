@@ -2,8 +2,9 @@
 
 fisher (dm3d): N calibration frames x R probes streamed into the Fisher accumulator (METHOD.md §4-5);
 measured (rd_measured, or sensitivity.method=measured): each layer pruned alone at K levels (§5 ablation).
-perturbation=reconstructed: the Fisher curves of the reconstructed perturbations at ``coarse_levels``
-levels (§11.3), from the recovery section's damping / sites / frames (parallel, dense inputs).
+perturbation=reconstructed (and auto when recovery=reconstruct): the Fisher curves of the reconstructed
+perturbations at ``coarse_levels`` levels (§11.3), from the recovery section's damping / sites / frames
+(parallel, dense inputs), so that the allocation knows the reconstruction the recover stage applies.
 Artifacts: ``curves.npz`` (name -> float64 [K+1]) and ``orders.npz`` (name -> int32 pruned-first order).
 """
 from __future__ import annotations
@@ -15,24 +16,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..adapters import heads, reconstruct as recon_adapter, sensitivity as sens_adapter
 from ..adapters.data import batches
 from ..adapters.sensitivity import (DistortionSpec, FisherSpec, fisher_curves, intra_layer_orders,
                                     measured_layer_curves, reconstructed_fisher_curves)
-from ..core import distortion, fisher, measured, ranking, reconstruct as recon_core
 from ..core.reconstruct import ReconstructionError
-from ..pipeline.cache import CacheEntry, code_version
+from ..pipeline.cache import CacheEntry
+from ..pipeline.code_version import code_version
 from ..progress import progress_bar
 from . import calibrate, recover
 from .context import RunContext
 
-CODE = code_version(heads, recon_adapter, sens_adapter, distortion, fisher, measured, ranking, recon_core,
-                    sys.modules[__name__])
+CODE = code_version(sys.modules[__name__])  # this module and everything it imports
 
 
 def effective_method(ctx: RunContext) -> str:
     """'measured' for pruning.method=rd_measured, else sensitivity.method."""
     return "measured" if ctx.conf.pruning.method == "rd_measured" else ctx.conf.sensitivity.method
+
+
+def effective_perturbation(ctx: RunContext) -> str:
+    """What the curves measure: sensitivity.perturbation, with 'auto' = 'reconstructed' exactly when the run
+    reconstructs (recovery.method=reconstruct) and its curves are Fisher curves, else 'zeroed'."""
+    p = ctx.conf.sensitivity.perturbation
+    if p != "auto":
+        return p
+    return "reconstructed" if ctx.conf.recovery.method == "reconstruct" and effective_method(ctx) == "fisher" \
+        else "zeroed"
 
 
 def fisher_spec(ctx: RunContext) -> FisherSpec:
@@ -47,6 +56,7 @@ def cache_inputs(ctx: RunContext, calib: CacheEntry) -> dict:
     sens = ctx.section("sensitivity")
     sens["method"] = effective_method(ctx)
     sens.pop("measured_levels" if sens["method"] == "fisher" else "num_levels")
+    sens["perturbation"] = effective_perturbation(ctx)
     inputs = {"calibrate": calib.key, "sensitivity": sens, "prunable": ctx.conf.pruning.prunable, "code": CODE}
     if sens["perturbation"] == "reconstructed":
         r = ctx.conf.recovery
@@ -67,7 +77,7 @@ def run(ctx: RunContext, calib: CacheEntry) -> CacheEntry:
         calib_batches = list(batches(model, ds, frames["calib"]))
         orders = intra_layer_orders(model, layers, calib_batches, spec)
         total = len(calib_batches) * spec.probes_per_frame
-        if effective_method(ctx) == "fisher" and ctx.conf.sensitivity.perturbation == "reconstructed":
+        if effective_perturbation(ctx) == "reconstructed":
             ids = recover.reconstruction_frames(ctx, frames)
             recon = recover.reconstruction_spec(ctx)
             with progress_bar(total + len(layers), "sensitivity (fisher, reconstructed)", ctx.conf.progress) as bar:
@@ -84,7 +94,7 @@ def run(ctx: RunContext, calib: CacheEntry) -> CacheEntry:
             curves = measured_layer_curves(model, layers, calib_batches, spec, orders)
         np.savez(out / "curves.npz", **curves)
         np.savez(out / "orders.npz", **{n: o.to(torch.int32).cpu().numpy() for n, o in orders.items()})
-        return {"num_levels": spec.num_levels, "layers": list(layers)}
+        return {"num_levels": spec.num_levels, "layers": list(layers), "perturbation": effective_perturbation(ctx)}
 
     return ctx.cache.get_or_compute("sensitivity", cache_inputs(ctx, calib), compute)
 
