@@ -229,8 +229,9 @@ def reconstructed_perturbations(layers: Mapping[str, nn.Module], orders: Mapping
     The mask at count m keeps all but the first m weights of the layer's order (the allocation's levels);
     W^ is the fixed-mask reconstruction from dense-input statistics (parallel); the last count (every
     weight pruned) is -W. Where a solve fails or is worse than zeroing, or the layer never ran on the
-    frames or saw only zero inputs (as in :func:`reconstruct_model`), the zeroed perturbation is used. Returns ({name: (C, |W|) float64 rows of the flattened canonical view},
-    {name: strictly increasing counts starting at 0}). Raises ReconstructionError for too few samples.
+    frames or saw only zero inputs (as in :func:`reconstruct_model`), the zeroed perturbation is used.
+    Returns ({name: (C, |W|) float64 rows of the flattened canonical view}, {name: strictly increasing
+    counts starting at 0}). Raises ReconstructionError for too few samples.
     """
     perturbations, counts = {}, {}
     for name, module in layers.items():

@@ -16,8 +16,9 @@ same tap order and with the same subm centre-first convention::
 where ``W_i`` is the tap's ``(C_out, C_in)`` matrix. Within one tap every output row appears at most once,
 so ``index_add_`` has no write conflict, and the order of additions across taps is fixed: every call gives
 the same bytes, and thread counts differ only by the rounding of torch's matrix products (MKL splits some
-products by thread, which is why the pipeline fixes the count: the ``threads`` key). :func:`install` routes spconv's module-level functions through a dispatcher that
-keeps spconv's own kernels for CUDA tensors.
+products by thread, which is why the pipeline fixes the count: the ``threads`` key). :func:`install`
+routes spconv's module-level functions through a dispatcher that keeps spconv's own kernels for CUDA
+tensors.
 """
 from __future__ import annotations
 
