@@ -72,6 +72,9 @@ def test_every_detector_composes_and_real_data_needs_a_root():
      "sensitivity.perturbation='reconstructed' with recovery.method='none', expected recovery=reconstruct"),
     ("sensitivity.coarse_levels=0", "sensitivity.coarse_levels=0 is out of range"),
     ("threads=0", r"threads=0 is out of range, expected a value in \[1, 1024\]"),
+    ("pruning=lamp pruning.min_density=0.05", "pruning.min_density=0.05 is not used by pruning.method='lamp', expected 0"),
+    ("pruning=uniform pruning.allocator=lagrangian", "pruning.allocator='lagrangian' is not used by pruning.method="
+                                                     "'uniform', expected dp"),
 ])
 def test_schema_rejects_bad_values_with_one_line(override, match):
     with pytest.raises(InputError, match=match) as err:
@@ -144,3 +147,22 @@ def test_defaults_recover_and_the_paper_is_one_switch_away():
     assert not paper.sensitivity.foreground_weighting and paper.sensitivity.normalize == "none"
     assert effective_perturbation(SimpleNamespace(conf=paper)) == "zeroed"
     assert paper.calib.num_frames == 128 and paper.sensitivity.num_levels == 1000
+
+
+def test_baseline_allocation_keys_leave_out_what_baselines_do_not_use():
+    """pruning.budget_units (and allocator, min_density) only matter to the DP: a baseline's allocate key
+    does not change with them, DM3D's does."""
+    from dataclasses import asdict
+    from types import SimpleNamespace
+
+    from dm3d_exp.pipeline.cache import content_key
+    from dm3d_exp.stages.allocate import cache_inputs
+
+    def key(*overrides):
+        conf = validate(_compose([*overrides, "detector.checkpoint=x.pth"]))
+        ctx = SimpleNamespace(conf=conf, section=lambda name: asdict(getattr(conf, name)))
+        return content_key(cache_inputs(ctx, SimpleNamespace(key="calib"), None))
+
+    assert key("pruning=lamp") == key("pruning=lamp", "pruning.budget_units=500")
+    assert key("pruning=lamp") != key("pruning=lamp", "pruning.macs_mode=density")
+    assert key("pruning=dm3d") != key("pruning=dm3d", "pruning.budget_units=500")

@@ -1,8 +1,8 @@
 """Baseline per-layer sparsity allocations under the same FLOPs target (METHOD.md section 9).
 
 Every baseline prunes, in each layer, a prefix of the magnitude order (|w| ascending, ties by index), so
-its masks come from `ranking.mask_from_order(magnitude_order(w), shape, count)` and its MACs are tap-aware
-(`macs.prefix_macs`). The budget is the prunable-layer MACs allowed by the target (`macs.prunable_budget`,
+its masks come from `ranking.mask_from_order(magnitude_order(w), shape, count)` and its MACs are counted
+in the run's MACs mode (`macs.mode_prefix_macs`: tap-aware by default, or density). The budget is the prunable-layer MACs allowed by the target (`macs.prunable_budget`,
 whole-model denominator by default); each method's one free parameter is matched to it: the smallest
 sparsity / global threshold / largest ERK scale whose MACs fit the budget.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .levels import monotone_envelope
-from .macs import LayerCost, prefix_macs
+from .macs import LayerCost, mode_prefix_macs
 from .ranking import magnitude_order
 
 METHODS = ("uniform", "uniform_plus", "global_magnitude", "lamp", "erk")
@@ -144,8 +144,10 @@ def baseline_counts(
     costs: Sequence[LayerCost],
     budget: float,
     last_min_density: float = 0.2,
+    macs_mode: str = "tap_aware",
 ) -> CountAllocation:
-    """Pruned counts per layer (magnitude-order prefixes) for one METHOD §9 baseline at a prunable-MACs budget.
+    """Pruned counts per layer (magnitude-order prefixes) for one METHOD §9 baseline at a prunable-MACs budget,
+    MACs counted in ``macs_mode`` (tap_aware | density, :func:`~dm3d_exp.core.macs.mode_prefix_macs`).
 
     uniform | uniform_plus | global_magnitude (global |w| threshold) | lamp (global LAMP-score threshold) | erk.
     """
@@ -157,7 +159,7 @@ def baseline_counts(
         if tuple(w.shape) != c.shape:
             raise ValueError(f"{c.name}: weight shape {tuple(w.shape)}: expected {c.shape}")
     orders = [magnitude_order(w) for w in weights]
-    prefix = [prefix_macs(c, o) for c, o in zip(costs, orders)]
+    prefix = [mode_prefix_macs(c, o, macs_mode) for c, o in zip(costs, orders)]
     if method == "uniform":
         return uniform_counts(prefix, budget)
     if method == "uniform_plus":

@@ -94,17 +94,20 @@ def prefix_macs(cost: LayerCost, order: torch.Tensor) -> np.ndarray:
     return remaining
 
 
-def level_costs(cost: LayerCost, order: torch.Tensor, num_levels: int, mode: str = "tap_aware") -> np.ndarray:
-    """MACs of the layer at levels k = 0..K when the first m_k = (k * numel) // K weights of `order` are pruned.
-
-    tap_aware: prefix_macs(cost, order)[m_k]; density: dense_macs * (1 - m_k / numel) (METHOD §5, §7).
-    """
+def mode_prefix_macs(cost: LayerCost, order: torch.Tensor, mode: str = "tap_aware") -> np.ndarray:
+    """MACs left after pruning the first m weights of `order`, m = 0..numel, in a MACs mode (METHOD §7):
+    tap_aware: :func:`prefix_macs`; density: dense_macs * (1 - m / numel)."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: expected one of {MODES}")
-    counts = level_counts(num_levels, cost.numel)
     if mode == "density":
-        return cost.dense_macs * (1.0 - counts / cost.numel)
-    return prefix_macs(cost, order)[counts]
+        return cost.dense_macs * (1.0 - np.arange(cost.numel + 1, dtype=np.float64) / cost.numel)
+    return prefix_macs(cost, order)
+
+
+def level_costs(cost: LayerCost, order: torch.Tensor, num_levels: int, mode: str = "tap_aware") -> np.ndarray:
+    """MACs of the layer at levels k = 0..K when the first m_k = (k * numel) // K weights of `order` are pruned:
+    :func:`mode_prefix_macs` at m_k (METHOD §5, §7)."""
+    return mode_prefix_macs(cost, order, mode)[level_counts(num_levels, cost.numel)]
 
 
 @dataclass(frozen=True)

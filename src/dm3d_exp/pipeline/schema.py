@@ -73,6 +73,13 @@ class PruningConf:
         _choice("pruning.allocator", self.allocator, ("dp", "lagrangian"))
         _range("pruning.budget_units", self.budget_units, 10, 10_000_000)
         _range("pruning.min_density", self.min_density, 0.0, 1.0, hi_open=True)
+        if self.method not in ("dm3d", "rd_measured"):  # the baselines match one global parameter instead
+            if self.min_density > 0:
+                raise InputError(f"pruning.min_density={self.min_density} is not used by pruning.method="
+                                 f"{self.method!r}, expected 0 (only dm3d and rd_measured have a per-layer floor)")
+            if self.allocator != "dp":
+                raise InputError(f"pruning.allocator={self.allocator!r} is not used by pruning.method="
+                                 f"{self.method!r}, expected dp (the allocator of dm3d and rd_measured)")
 
 
 @dataclass

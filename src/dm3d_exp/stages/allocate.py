@@ -27,9 +27,15 @@ CODE = code_version(sys.modules[__name__])  # this module and everything it impo
 CURVE_METHODS = ("dm3d", "rd_measured")
 
 
+CURVE_ONLY_KEYS = ("allocator", "budget_units", "min_density")  # what only the DP over curves uses
+
+
 def cache_inputs(ctx: RunContext, calib: CacheEntry, sens: CacheEntry | None) -> dict:
-    return {"calibrate": calib.key, "sensitivity": sens.key if sens else None, "pruning": ctx.section("pruning"),
-            "code": CODE}
+    pruning = ctx.section("pruning")
+    if pruning["method"] not in CURVE_METHODS:  # baselines: keys they do not use stay out of their key
+        for key in CURVE_ONLY_KEYS:
+            pruning.pop(key)
+    return {"calibrate": calib.key, "sensitivity": sens.key if sens else None, "pruning": pruning, "code": CODE}
 
 
 def _curve_counts(ctx, costs, sens: CacheEntry):
@@ -73,7 +79,8 @@ def _baseline_counts(ctx, costs):
         return {n: 0 for n in names}, orders
     budget = _budget(ctx, costs, names)
     try:
-        result = baseline_counts(ctx.conf.pruning.method, views, [costs[n] for n in names], budget)
+        result = baseline_counts(ctx.conf.pruning.method, views, [costs[n] for n in names], budget,
+                                 macs_mode=ctx.conf.pruning.macs_mode)
     except ValueError as e:
         raise InputError(f"pruning.flops_target={ctx.conf.pruning.flops_target} cannot be met: {e}") from None
     return {n: int(c) for n, c in zip(names, result.counts)}, orders
