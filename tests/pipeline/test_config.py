@@ -166,3 +166,20 @@ def test_baseline_allocation_keys_leave_out_what_baselines_do_not_use():
     assert key("pruning=lamp") == key("pruning=lamp", "pruning.budget_units=500")
     assert key("pruning=lamp") != key("pruning=lamp", "pruning.macs_mode=density")
     assert key("pruning=dm3d") != key("pruning=dm3d", "pruning.budget_units=500")
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["pruning=magic"], "pruning='magic' is not an option, expected one of: dense, dm3d"),
+    (["--multirun", "pruning=dm3d,magic"], "pruning='magic' is not an option"),
+    (["+experiment=papr"], "experiment='papr' is not an option, expected one of: paper, quick"),
+    (["pruning=[bad"], "cannot parse the overrides"),
+])
+def test_cli_refuses_unknown_group_options_before_hydra(argv, match):
+    """`dm3d` checks group options itself (Hydra would exit 1): one InputError line, hence exit 2."""
+    from dm3d_exp.pipeline.app import check_group_choices
+
+    with pytest.raises(InputError, match=match) as err:
+        check_group_choices(argv)
+    assert "\n" not in str(err.value)
+    check_group_choices(["--multirun", "hydra/launcher=joblib", "pruning=lamp,dm3d", "+experiment=quick",
+                         "pruning.flops_target=0.5,0.25", "+sweeps=methods_x_targets"])  # valid: no error

@@ -124,9 +124,36 @@ def task(cfg: DictConfig) -> dict:
     return summary
 
 
+def check_group_choices(argv: list[str]) -> None:
+    """Refuse, with one line, a command-line override Hydra cannot parse or a config-group option that does
+    not exist (Hydra itself exits 1 with a traceback-like report): InputError naming the value and the
+    options. Sweep lists (``pruning=dm3d,lamp``) are checked value by value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    tokens = [a for a in argv if "=" in a and not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(tokens)
+    except Exception as e:  # hydra's OverrideParseException and friends
+        raise InputError(f"cannot parse the overrides: {str(e).splitlines()[0]}") from None
+    for o in overrides:
+        group = CONF_DIR / o.key_or_group
+        if o.is_delete() or o.package is not None or not group.is_dir() or o.key_or_group.startswith("hydra"):
+            continue  # (hydra/* groups also get their options from installed plugins)
+        options = sorted(p.stem for p in group.glob("*.yaml") if not p.stem.startswith("_"))
+        values = [str(v) for v in o.sweep_iterator()] if o.is_sweep_override() else [str(o.value())]
+        for v in values:
+            if v not in options:
+                raise InputError(f"{o.key_or_group}={v!r} is not an option, expected one of: {', '.join(options)}")
+
+
 def main() -> None:
-    """Entry point of `dm3d` (Hydra CLI: overrides, --multirun, --cfg job, ...)."""
+    """Entry point of `dm3d` (Hydra CLI: overrides, --multirun, --cfg job, ...); exit 2 on bad input."""
     import hydra
 
+    try:
+        check_group_choices(sys.argv[1:])
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     os.environ.setdefault("DM3D_REPO", str(REPO_ROOT))
     hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(task)()
