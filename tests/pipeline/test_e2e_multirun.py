@@ -138,10 +138,11 @@ def test_submitit_local_launcher(workspace, tmp_path):
     assert summary["pruned/cost/flops_ratio"] <= 0.5 + 1e-9
 
 
-def test_pv_rcnn_run_prunes_both_stages(workspace, tmp_path):
-    """A two-stage detector through every stage: PV-RCNN (CPU point ops) pruned by DM3D to half its FLOPs,
-    every part (sparse encoder, VSA, BEV backbone, RPN, RoI head) allocated, RoI-head layers among the
-    pruned ones, predicted and measured distortion reported."""
+PV_RCNN = REPO / "tests" / "pipeline" / "tiny_pv_rcnn_kitti.py"
+
+
+def _tiny_pv_rcnn(tmp_path):
+    """(config, checkpoint) of the tiny PV-RCNN with seeded He-initialised weights."""
     import importlib.util
 
     from dm3d_exp.adapters.checkpoint import save_checkpoint
@@ -150,9 +151,15 @@ def test_pv_rcnn_run_prunes_both_stages(workspace, tmp_path):
     spec = importlib.util.spec_from_file_location("tiny_detectors", REPO / "tests" / "adapters" / "tiny_detectors.py")
     tiny = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tiny)
-    config = REPO / "tests" / "pipeline" / "tiny_pv_rcnn_kitti.py"
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tiny.he_init(build_detector(str(config))), tmp_path / "pv.pth")
+    return PV_RCNN, save_checkpoint(tiny.he_init(build_detector(str(PV_RCNN))), tmp_path / "pv.pth")
+
+
+def test_pv_rcnn_run_prunes_both_stages(workspace, tmp_path):
+    """A two-stage detector through every stage: PV-RCNN (CPU point ops) pruned by DM3D to half its FLOPs,
+    every part (sparse encoder, VSA, BEV backbone, RPN, RoI head) allocated, RoI-head layers among the
+    pruned ones, predicted and measured distortion reported."""
+    config, ckpt = _tiny_pv_rcnn(tmp_path)
     _dm3d(workspace, tmp_path, f"detector.mmdet3d_config={config}", f"detector.checkpoint={ckpt}",
           "detector.point_cloud_range=[0,-12.8,-3,25.6,12.8,1]", "pruning=dm3d", "pruning.flops_target=0.5",
           "tracking=off", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}")
@@ -225,20 +232,11 @@ def test_identical_bytes_whatever_the_thread_environment(workspace, tmp_path):
     pruning, reconstruction, evaluation) computed twice with fresh caches under OMP_NUM_THREADS=1 and =2
     gives the same artifact bytes and metrics at ``threads=2`` (spconv's racy CPU sums replaced); another
     ``threads`` value is another cache key."""
-    import importlib.util
-
-    from dm3d_exp.adapters.checkpoint import save_checkpoint
-    from dm3d_exp.adapters.detector import build_detector
-
-    spec = importlib.util.spec_from_file_location("tiny_detectors", REPO / "tests" / "adapters" / "tiny_detectors.py")
-    tiny = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tiny)
-    config = REPO / "tests" / "pipeline" / "tiny_pv_rcnn_kitti.py"
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(tiny.he_init(build_detector(str(config))), tmp_path / "pv.pth")
+    config, ckpt = _tiny_pv_rcnn(tmp_path)
     common = (f"detector.mmdet3d_config={config}", f"detector.checkpoint={ckpt}",
               "detector.point_cloud_range=[0,-12.8,-3,25.6,12.8,1]", "pruning=dm3d", "pruning.flops_target=0.5",
-              "pruning.prunable='middle_encoder.conv_input,middle_encoder.encoder_layers.encoder_layer1,middle_encoder.encoder_layers.encoder_layer2'",
+              "pruning.prunable='middle_encoder.conv_input,middle_encoder.encoder_layers.encoder_layer1,"
+              "middle_encoder.encoder_layers.encoder_layer2'",
               "pruning.min_density=0.3",
               "pruning.denominator=prunable", "recovery=reconstruct", "recovery.num_frames=null",
               "tracking=off")
