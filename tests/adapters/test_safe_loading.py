@@ -1,6 +1,6 @@
 """Checkpoints are never unpickled beyond torch's weights-only loader (plus data-only types) unless trusted.
 
-The loader under test is the real one (``read_checkpoint`` / ``load_state_strict``); models are tiny torch.nn
+The loader under test is the real one (``read_checkpoint_file`` / ``load_state_strict``); models are tiny torch.nn
 modules, mmengine training checkpoints are written by a real mmengine Runner, and the mmdet3d path uses
 the tiny detector configs of ``tiny_detectors``.
 """

@@ -60,18 +60,12 @@ def rebase_data_root(cfg, data_root: str | os.PathLike):
     return Config(rebased, filename=cfg.filename)
 
 
-def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> dict:
-    """A checkpoint file's contents, never unpickled beyond torch's weights-only loader and a data-only
-    allow-list (numpy data, mmengine's training state): see ``checkpoint.read_checkpoint_file``. A file that
-    needs more raises one InputError naming ``detector.trust_checkpoint``; ``trust=True`` unpickles it
-    without restrictions, which runs any code the file contains — only for files from a trusted source."""
-    return read_checkpoint_file(path, trust=trust)
-
-
 def build_detector(config, checkpoint: str | os.PathLike | None = None, device: str = "cpu",
                    trust: bool = False) -> nn.Module:
     """mmdet3d model from ``config`` with weights from ``checkpoint`` (strict: a missing / unexpected key is one
-    InputError naming the keys and the config); ``trust``: see ``read_checkpoint``."""
+    InputError naming the keys and the config). The file is read by ``checkpoint.read_checkpoint_file``: never
+    unpickled beyond torch's weights-only loader and a data-only allow-list unless ``trust`` (which runs any
+    code the file contains: only for files from a trusted source)."""
     setup_mmdet3d()
     from mmdet3d.registry import MODELS
 
@@ -82,7 +76,7 @@ def build_detector(config, checkpoint: str | os.PathLike | None = None, device: 
         model = MODELS.build(cfg.model)
     if checkpoint is not None:
         expected = f"detector config {getattr(cfg, 'filename', None) or '<in-memory>'!r} (model {cfg.model.type})"
-        load_state_strict(model, read_checkpoint(checkpoint, trust=trust), checkpoint, expected)
+        load_state_strict(model, read_checkpoint_file(checkpoint, trust=trust), checkpoint, expected)
     model.cfg = cfg
     return model.to(device).eval()
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..core.levels import level_counts
-from ..core.reconstruct import LayerStatistics, check_rank, reconstruct_rows
+from ..core.reconstruct import LayerStatistics, RowSolve, check_rank, reconstruct_rows
 from .heads import head_outputs
 from .layers import from_rows, layer_im2col, layer_spec, rows, spconv_kind, weight_view
 
@@ -126,37 +126,46 @@ def _layer_record(status: str, stats: LayerStatistics | None, solve=None) -> dic
     return rec
 
 
+def _fitted(name: str, w: torch.Tensor, mask: torch.Tensor, stats: LayerStatistics, alpha: float,
+            dense_weights: bool) -> tuple[torch.Tensor, str, RowSolve | None]:
+    """(weights, status, solve) of one layer for one mask: the fixed-mask reconstruction of the canonical
+    view ``w`` (float64, CPU), or the documented fallback — zero when fully pruned, the dense weights when
+    nothing is pruned (target dense_weights), the zeroed weights when the layer saw no (non-zero) input,
+    stayed singular at 1000x the damping, or came out worse than zeroing. Raises ReconstructionError for
+    fewer samples than inputs."""
+    w64 = w.detach().to(torch.float64).cpu()
+    mask = mask.cpu()
+    if not bool(mask.any()):
+        return torch.zeros_like(w64), "fully_pruned", None
+    if dense_weights and bool(mask.all()):  # nothing pruned: the dense weights are optimal
+        return w64, "unpruned_kept_dense", None
+    if stats.silent:  # the layer never ran on the frames, or all its inputs were zero
+        return w64 * mask, "no_calibration_input" if stats.n == 0 else "zero_inputs_kept_zeroed", None
+    check_rank(name, stats.n, stats.d)
+    h, c, dd = stats.moments()
+    damping = alpha
+    for _ in range(4):
+        try:
+            solve = reconstruct_rows(rows(w64), rows(mask), h, c, dd, alpha=damping)
+            break
+        except torch.linalg.LinAlgError:
+            damping *= 10.0
+    else:
+        return w64 * mask, "singular_kept_zeroed", None
+    if not solve.error_reconstructed <= solve.error_zeroed:  # never worse than zeroing (also catches NaN)
+        return w64 * mask, "worse_than_zeroed_kept_zeroed", solve
+    status = "reconstructed" if damping == alpha else f"reconstructed_damping_{damping:g}"
+    return from_rows(solve.weights, w.shape), status, solve
+
+
 @torch.no_grad()
 def _solve_layer(name: str, module: nn.Module, mask: torch.Tensor, stats: LayerStatistics,
                  spec: ReconstructionSpec) -> dict:
     """Reconstruct one layer in place (weights already dense); the per-layer record of what happened."""
     view = weight_view(module)
-    if not bool(mask.any()):
-        view.zero_()
-        return _layer_record("fully_pruned", stats)
-    if spec.target == "dense_weights" and bool(mask.all()):  # nothing pruned: the dense weights are optimal
-        return _layer_record("unpruned_kept_dense", stats)
-    if stats.silent:  # the layer never ran on the frames, or all its inputs were zero
-        view.mul_(mask.to(view.device))
-        return _layer_record("no_calibration_input" if stats.n == 0 else "zero_inputs_kept_zeroed", stats)
-    check_rank(name, stats.n, stats.d)
-    h, c, dd = stats.moments()
-    alpha = spec.damping
-    for _ in range(4):
-        try:
-            solve = reconstruct_rows(rows(view), rows(mask), h, c, dd, alpha=alpha)
-            break
-        except torch.linalg.LinAlgError:
-            alpha *= 10.0
-    else:
-        view.mul_(mask.to(view.device))
-        return _layer_record("singular_kept_zeroed", stats)
-    if not solve.error_reconstructed <= solve.error_zeroed:  # never worse than zeroing (also catches NaN)
-        view.mul_(mask.to(view.device))
-        return _layer_record("worse_than_zeroed_kept_zeroed", stats, solve)
-    view.copy_(from_rows(solve.weights.to(view.dtype), view.shape).to(view.device))
-    return _layer_record("reconstructed" if alpha == spec.damping else f"reconstructed_damping_{alpha:g}",
-                         stats, solve)
+    weights, status, solve = _fitted(name, view, mask, stats, spec.damping, spec.target == "dense_weights")
+    view.copy_(weights.to(device=view.device, dtype=view.dtype))
+    return _layer_record(status, stats, solve)
 
 
 def reconstruct_model(model: nn.Module, layers: Mapping[str, nn.Module], masks: Mapping[str, torch.Tensor],
@@ -228,8 +237,8 @@ def reconstructed_perturbations(layers: Mapping[str, nn.Module], orders: Mapping
 
     The mask at count m keeps all but the first m weights of the layer's order (the allocation's levels);
     W^ is the fixed-mask reconstruction from dense-input statistics (parallel); the last count (every
-    weight pruned) is -W. Where a solve fails or is worse than zeroing, or the layer never ran on the
-    frames or saw only zero inputs (as in :func:`reconstruct_model`), the zeroed perturbation is used.
+    weight pruned) is -W. The fallbacks are :func:`reconstruct_model`'s (:func:`_fitted`): zeroed where a
+    solve stays singular or is worse than zeroing, or the layer saw no (non-zero) input.
     Returns ({name: (C, |W|) float64 rows of the flattened canonical view}, {name: strictly increasing
     counts starting at 0}). Raises ReconstructionError for too few samples.
     """
@@ -239,25 +248,12 @@ def reconstructed_perturbations(layers: Mapping[str, nn.Module], orders: Mapping
         numel = view.numel()
         m = level_counts(num_levels, numel)
         m = m[np.r_[True, np.diff(m) > 0]]
-        fired = not stats[name].silent  # never ran on the frames / only zero inputs: zeroed perturbations
-        if fired:
-            check_rank(name, stats[name].n, stats[name].d)
-            h, c, dd = stats[name].moments()
         w = view.to(torch.float64).cpu()
         out = torch.zeros(len(m), numel, dtype=torch.float64)
         for j, pruned in enumerate(m[1:], start=1):
             flat_mask = torch.ones(numel, dtype=torch.bool)
             flat_mask[orders[name][:int(pruned)].cpu()] = False
-            mask = flat_mask.reshape(view.shape)
-            zeroed = w * mask
-            fitted = zeroed
-            if pruned < numel and fired:
-                try:
-                    solve = reconstruct_rows(rows(w), rows(mask), h, c, dd, alpha=alpha)
-                    if solve.error_reconstructed <= solve.error_zeroed:
-                        fitted = from_rows(solve.weights, view.shape)
-                except torch.linalg.LinAlgError:
-                    pass
+            fitted, _, _ = _fitted(name, w, flat_mask.reshape(view.shape), stats[name], alpha, dense_weights=True)
             out[j] = (fitted - w).reshape(-1)
         perturbations[name], counts[name] = out, m
         if progress:

@@ -15,6 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ..errors import InputError
 
 METHODS = ("dm3d", "rd_measured", "uniform", "uniform_plus", "global_magnitude", "lamp", "erk", "dense")
+CURVE_METHODS = ("dm3d", "rd_measured")  # the methods allocated by the DP over distortion curves
 STAGES = ("all", "calibrate", "sensitivity", "allocate", "prune", "recover", "evaluate")
 
 
@@ -73,7 +74,7 @@ class PruningConf:
         _choice("pruning.allocator", self.allocator, ("dp", "lagrangian"))
         _range("pruning.budget_units", self.budget_units, 10, 10_000_000)
         _range("pruning.min_density", self.min_density, 0.0, 1.0, hi_open=True)
-        if self.method not in ("dm3d", "rd_measured"):  # the baselines match one global parameter instead
+        if self.method not in CURVE_METHODS:  # the baselines match one global parameter instead
             if self.min_density > 0:
                 raise InputError(f"pruning.min_density={self.min_density} is not used by pruning.method="
                                  f"{self.method!r}, expected 0 (only dm3d and rd_measured have a per-layer floor)")
@@ -223,8 +224,8 @@ class RunConf:
                 and self.recovery.num_frames > self.calib.num_frames):
             raise InputError(f"recovery.num_frames={self.recovery.num_frames} is larger than calib.num_frames="
                              f"{self.calib.num_frames}, expected at most the calibration frames")
-        if self.sensitivity.perturbation == "reconstructed" and "measured" in (self.sensitivity.method,
-                                                                             self.pruning.method.replace("rd_", "")):
+        measured = self.sensitivity.method == "measured" or self.pruning.method == "rd_measured"
+        if self.sensitivity.perturbation == "reconstructed" and measured:
             raise InputError("sensitivity.perturbation='reconstructed' with measured curves, expected "
                              "sensitivity.method=fisher (reconstruction-aware curves are Fisher curves)")
         if self.sensitivity.perturbation == "reconstructed" and self.recovery.method != "reconstruct":

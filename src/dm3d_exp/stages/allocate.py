@@ -20,13 +20,11 @@ from ..core.ranking import magnitude_order
 from ..errors import InputError
 from ..pipeline.cache import CacheEntry
 from ..pipeline.code_version import code_version
+from ..pipeline.schema import CURVE_METHODS
 from . import calibrate, sensitivity
 from .context import RunContext
 
 CODE = code_version(sys.modules[__name__])  # this module and everything it imports
-CURVE_METHODS = ("dm3d", "rd_measured")
-
-
 CURVE_ONLY_KEYS = ("allocator", "budget_units", "min_density")  # what only the DP over curves uses
 
 
