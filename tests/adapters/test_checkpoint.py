@@ -5,7 +5,7 @@ from torch.nn.utils import prune as torch_prune
 
 pytest.importorskip("mmdet3d", reason="mmdet3d not installed")
 
-from dm3d_exp.adapters.checkpoint import nonzero_report, save_checkpoint
+from dm3d_exp.adapters.checkpoint import nonzero_report, save_checkpoint, weights_sha256
 from dm3d_exp.adapters.detector import build_detector, points_batch
 from dm3d_exp.adapters.heads import head_outputs
 from dm3d_exp.adapters.layers import prunable_modules
@@ -46,3 +46,23 @@ def test_torch_prune_reparametrisation_is_baked(tmp_path):
     assert "bbox_head.conv_cls.weight_orig" not in sd
     assert int((w == 0).sum()) == round(0.75 * w.numel())
     build_detector(tiny_pointpillars(), path)  # strict load succeeds
+
+
+def test_weights_hash_ignores_metadata_and_sees_every_weight(tmp_path):
+    """The evaluation key's checkpoint identity: same weights + other meta -> same hash; one changed value,
+    dtype or a renamed key -> another hash."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3))
+    a = save_checkpoint(model, tmp_path / "a.pth", meta={"dm3d": {"allocation_key": "x"}})
+    b = save_checkpoint(model, tmp_path / "b.pth", meta={"dm3d": {"allocation_key": "y"}})
+    assert a.read_bytes() != b.read_bytes() and weights_sha256(a) == weights_sha256(b)
+    torch.save(model.state_dict(), tmp_path / "bare.pth")  # a bare state dict holds the same weights
+    assert weights_sha256(tmp_path / "bare.pth") == weights_sha256(a)
+    state = model.state_dict()
+    variants = {"value": {**state, "0.weight": state["0.weight"].clone().index_put_((torch.tensor([0]),), torch.tensor(9.0))},
+                "dtype": {**state, "0.bias": state["0.bias"].double()},
+                "name": {("0.w" if k == "0.weight" else k): v for k, v in state.items()}}
+    hashes = set()
+    for name, sd in variants.items():
+        torch.save(sd, tmp_path / f"{name}.pth")
+        hashes.add(weights_sha256(tmp_path / f"{name}.pth"))
+    assert len(hashes) == 3 and weights_sha256(a) not in hashes

@@ -6,8 +6,9 @@ import torch
 
 pytest.importorskip("mmdet3d", reason="mmdet3d not installed")
 
-from dm3d_exp.adapters.batchnorm import batchnorm_modules, reestimate_batchnorm
+from dm3d_exp.adapters.batchnorm import batchnorm_modules, correct_statistics, reestimate_batchnorm
 from dm3d_exp.adapters.detector import build_detector, points_batch
+from dm3d_exp.adapters.heads import head_outputs
 from dm3d_exp.adapters.layers import layer_spec, prunable_modules, weight_view
 from dm3d_exp.adapters.reconstruct import ReconstructionSpec, forward_order, reconstruct_model
 from dm3d_exp.adapters.sensitivity import DistortionMeter, DistortionSpec
@@ -138,6 +139,56 @@ def test_bn_reestimation_reproduces_statistics_of_the_frames(setup):
         assert torch.equal(a.running_var, b.running_var), n
         assert a.momentum == b.momentum and not a.training
     assert not model.training
+
+
+def _bn_output_moments(model, batches):
+    """Per BN: per-channel mean and variance of its output over ``batches`` (float64)."""
+    acc = {}
+
+    def hook(name):
+        def fwd(mod, inputs, out):
+            flat = out.detach().transpose(0, 1).reshape(out.shape[1], -1).double()
+            s = acc.setdefault(name, [0, 0.0, 0.0])
+            s[0] += flat.shape[1]
+            s[1] = s[1] + flat.sum(1)
+            s[2] = s[2] + (flat * flat).sum(1)
+        return fwd
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in batchnorm_modules(model).items()]
+    with torch.no_grad():
+        for inputs, samples in batches:
+            head_outputs(model, inputs, samples)
+    for h in handles:
+        h.remove()
+    return {n: (s[1] / s[0], s[2] / s[0] - (s[1] / s[0]) ** 2) for n, s in acc.items()}
+
+
+def test_statcorr_matches_every_bn_output_of_the_dense_model(setup):
+    """METHOD §11.2 statcorr on a pruned (zeroed) tiny CenterPoint: sequential correction gives every BN's
+    output (spconv BatchNorm1d and BEV BatchNorm2d) the dense model's per-channel mean and variance on the
+    calibration batches; on the dense model itself it changes nothing; weights are never touched."""
+    dense, batches = setup
+    want = _bn_output_moments(dense, batches)
+    model = _zeroed(dense, _masks(dense, density=0.3, max_inputs=10**9))
+    before = _bn_output_moments(model, batches)
+    weights = {n: p.clone() for n, p in model.named_parameters()}
+    records = correct_statistics(model, dense, batches)
+    assert set(records) == set(want) and len(want) >= 4
+    after = _bn_output_moments(model, batches)
+    kinds = set()
+    for name, (mean, var) in want.items():
+        kinds.add(type(batchnorm_modules(model)[name]).__name__)
+        assert not torch.allclose(before[name][0], mean, atol=1e-3), name  # pruning did shift it
+        ok = var > 1e-8  # channels that vary in the dense model
+        torch.testing.assert_close(after[name][0], mean, atol=1e-4, rtol=1e-4, msg=name)
+        torch.testing.assert_close(after[name][1][ok], var[ok], atol=1e-4, rtol=1e-3, msg=name)
+    assert kinds == {"BatchNorm1d", "BatchNorm2d"}
+    assert all(torch.equal(p, weights[n]) for n, p in model.named_parameters())
+    same = copy.deepcopy(dense)
+    correct_statistics(same, dense, batches, bns_per_pass=3)
+    for (n, a), b in zip(batchnorm_modules(same).items(), batchnorm_modules(dense).values()):
+        torch.testing.assert_close(a.running_mean, b.running_mean, atol=1e-5, rtol=1e-5, msg=n)
+        torch.testing.assert_close(a.running_var, b.running_var, atol=1e-5, rtol=1e-4, msg=n)
 
 
 def test_reconstructed_perturbations_match_parallel_reconstruction_and_lower_the_curves(setup):

@@ -62,7 +62,7 @@ def test_every_detector_composes_and_real_data_needs_a_root():
     ("recovery.method=finetune", "recovery.method='finetune' is not valid, expected one of: none, reconstruct"),
     ("recovery.damping=0", r"recovery.damping=0.0 is out of range, expected a value in \(0.0, inf\]"),
     ("recovery.damping=-1e-3", "recovery.damping=-0.001 is out of range"),
-    ("recovery.statistics=statcorr", "recovery.statistics='statcorr' is not valid, expected one of: none, bn_reestimate"),
+    ("recovery.statistics=bnstats", "recovery.statistics='bnstats' is not valid, expected one of: none, bn_reestimate, statcorr"),
     ("recovery.target=labels", "recovery.target='labels' is not valid"),
     ("recovery.num_frames=64", "recovery.num_frames=64 is larger than calib.num_frames=32"),
     ("recovery.max_sites=0", "recovery.max_sites=0 is out of range"),

@@ -178,6 +178,24 @@ def _run_summary(workspace, tmp_path, name, *overrides):
     return json.loads((tmp_path / name / "summary.json").read_text())
 
 
+def test_calibration_ablation_reuses_the_evaluations_and_holds_out_the_calibration_frames(workspace, tmp_path):
+    """Issue 11.3: the metrics' key holds the checkpoint, the eval settings and the MACs reference, so a
+    sweep over the calibration size (uniform: same masks) re-evaluates nothing; the measured distortion is
+    its own entry, on eval-split frames disjoint from the calibration frames when both use that split."""
+    runs = [_run_summary(workspace, tmp_path, f"calib{n}", "calib.split=val", f"calib.num_frames={n}",
+                         "eval.distortion_frames=3") for n in (1, 2)]
+    a, b = (r["artifacts"] for r in runs)
+    assert a["calibrate"]["key"] != b["calibrate"]["key"]
+    assert a["evaluate_dense"]["key"] == b["evaluate_dense"]["key"] and a["evaluate"]["key"] == b["evaluate"]["key"]
+    assert runs[1]["cache/evaluate_hit"] == 1.0 and runs[0]["cache/evaluate_hit"] == 0.0
+    assert a["distortion"]["key"] != b["distortion"]["key"]
+    for art in (a, b):
+        calib = json.loads((Path(art["calibrate"]["path"]) / "frames.json").read_text())["calib"]
+        held_out = json.loads((Path(art["distortion"]["path"]) / "meta.json").read_text())["frames"]
+        assert held_out and not set(held_out) & set(calib)
+        assert len(held_out) == 3 - len(calib)  # reduced to what the 3-frame val split has left
+
+
 def test_recovery_stage_keeps_the_masks_and_reports_its_record(workspace, tmp_path):
     """recovery=reconstruct through the real pipeline: the same FLOPs as the zeroed model (masks kept),
     every selected layer reconstructed, its time and record in the summary; a second run is a cache hit.

@@ -11,6 +11,7 @@ hub of training checkpoints). Anything else needs ``trust=True`` (config ``detec
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import pickle
 import re
@@ -159,6 +160,27 @@ def read_checkpoint_file(path: str | os.PathLike, trust: bool = False, option: s
     except Exception as e:
         raise InputError(f"checkpoint {p!r} is not a readable torch file ({type(e).__name__}: "
                          f"{_one_line(e, 100)})") from None
+
+
+def weights_sha256(path: str | os.PathLike, trust: bool = False) -> str:
+    """Content hash of a checkpoint's weights (its state dict: names, dtypes, shapes and bytes, in name
+    order), read like :func:`read_checkpoint_file`: files with the same weights and different metadata
+    (training meta, the cache key that wrote them) hash alike."""
+    contents = read_checkpoint_file(path, trust=trust)
+    state = contents.get("state_dict", contents) if isinstance(contents, Mapping) else None
+    if not isinstance(state, Mapping):
+        raise InputError(f"checkpoint {str(path)!r} holds a {type(contents).__name__}, not a state dict")
+    h = hashlib.sha256()
+    for name in sorted(state):
+        value = state[name]
+        h.update(name.encode() + b"\0")
+        if torch.is_tensor(value):
+            t = value.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{t.dtype}{tuple(value.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(repr(value).encode())
+    return h.hexdigest()
 
 
 def _listed(label: str, items: list[str], show: int = 4) -> str:

@@ -69,10 +69,14 @@ def run_stages(conf: RunConf) -> tuple[dict, dict[str, CacheEntry], _Timeline]:
     entries["evaluate"] = pruned_eval = tl.run("evaluate", evaluate.run, ctx, ckpt, calib, "pruned")
     summary = _summary(conf, allocate.load(alloc), pruned, evaluate.load(dense_eval), evaluate.load(pruned_eval), tl,
                        recovered)
+    if conf.eval.distortion_frames and conf.pruning.method != "dense":
+        entries["distortion"] = dist = tl.run("distortion", evaluate.distortion, ctx, ckpt, calib)
+        summary["distortion/measured"] = dist.meta()["distortion"]
+        summary["time/distortion_s"] = tl.seconds["distortion"]
     if sens is not None:
         summary["allocation/reconstruction_aware"] = float(sens.meta().get("perturbation") == "reconstructed")
     if conf.eval.additivity_checks and sens is not None:
-        entries["additivity"] = add = tl.run("additivity", evaluate.additivity, ctx, sens)
+        entries["additivity"] = add = tl.run("additivity", evaluate.additivity, ctx, sens, calib)
         summary.update({f"distortion/additivity_{k}": v for k, v in add.meta().items() if k.startswith("ratio_")})
         summary["time/additivity_s"] = tl.seconds["additivity"]
     return summary, entries, tl
@@ -100,12 +104,10 @@ def _summary(conf: RunConf, plan: dict, pruned: CacheEntry | None, dense_eval: d
         out["pruned/cost/params_total"] = meta["params_total"]
     if recovered is not None:
         out.update({f"pruned/recovery/{k}": float(v) for k, v in recovered.meta().items()
-                    if k.startswith(("layers", "error_", "seconds_", "bn_")) and isinstance(v, (int, float))})
+                    if k.startswith(("layers", "error_", "seconds_", "bn_", "statcorr_")) and isinstance(v, (int, float))})
     for prefix, ev in (("dense", dense_eval), ("pruned", pruned_eval)):
         if ev:
             out.update({f"{prefix}/eval/{k}": v for k, v in ev["eval"].items()})
-    if pruned_eval and "distortion_measured" in pruned_eval:
-        out["distortion/measured"] = pruned_eval["distortion_measured"]
     out.update({f"time/{s}_s": v for s, v in tl.seconds.items()})
     out.update({f"cache/{s}_hit": float(v) for s, v in tl.hits.items()})
     return out

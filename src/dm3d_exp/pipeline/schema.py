@@ -143,7 +143,7 @@ class RecoveryConf:
     num_frames: Optional[int] = 8      # calibration frames used (null: all of calib.num_frames)
     max_sites: int = 4096              # output sites per layer and frame (seeded subsample)
     layers_per_pass: int = 1           # 1: fully sequential; large: parallel (inputs from the dense model)
-    statistics: str = "none"           # none | bn_reestimate
+    statistics: str = "none"           # none | bn_reestimate | statcorr
     bn_frames: int = 64                # training-pipeline frames for BN re-estimation
     bn_batch_size: Optional[int] = None  # null: the detector's training batch size
 
@@ -155,7 +155,7 @@ class RecoveryConf:
             _range("recovery.num_frames", self.num_frames, 1, 100_000)
         _range("recovery.max_sites", self.max_sites, 1, 100_000_000)
         _range("recovery.layers_per_pass", self.layers_per_pass, 1, 100_000)
-        _choice("recovery.statistics", self.statistics, ("none", "bn_reestimate"))
+        _choice("recovery.statistics", self.statistics, ("none", "bn_reestimate", "statcorr"))
         _range("recovery.bn_frames", self.bn_frames, 1, 100_000)
         if self.bn_batch_size is not None:
             _range("recovery.bn_batch_size", self.bn_batch_size, 1, 1024)

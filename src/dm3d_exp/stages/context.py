@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..adapters.checkpoint import weights_sha256
 from ..adapters.data import build_dataset, info_path
 from ..adapters.detector import build_detector, load_config
 from ..adapters.layers import prunable_modules
@@ -122,11 +123,18 @@ class RunContext:
             ident["checkpoint_sha256"] = file_sha256(self.checkpoint)
         return ident
 
+    def _trusted(self, checkpoint: str | None) -> bool:
+        """``detector.trust_checkpoint`` applies to the run's own checkpoint only, never to cache entries."""
+        return bool(self.conf.detector.trust_checkpoint) and checkpoint == self.checkpoint
+
     def model(self, checkpoint: str | None = "default"):
         """A fresh detector on the run's device with the given (default: the run's) checkpoint."""
         ck = self.checkpoint if checkpoint == "default" else checkpoint
-        trust = bool(self.conf.detector.trust_checkpoint) and ck == self.checkpoint  # never for cache entries
-        return build_detector(self.mmdet3d_cfg, ck, device=self.device, trust=trust)
+        return build_detector(self.mmdet3d_cfg, ck, device=self.device, trust=self._trusted(ck))
+
+    def weights_identity(self, checkpoint: str | None) -> str | None:
+        """Content hash of ``checkpoint``'s weights (None: randomly initialised), read as :meth:`model` reads it."""
+        return weights_sha256(checkpoint, trust=self._trusted(checkpoint)) if checkpoint else None
 
     @functools.lru_cache(maxsize=None)
     def dataset(self, split: str):

@@ -2,7 +2,9 @@
 
 Metrics come from mmdet3d's metric classes (KITTI format: the devkit-exact ``DevkitKittiMetric``).
 Measured MACs recount sum_j n_j * nnz(W[j]) from the checkpoint's actual zeros (METHOD.md §7); the
-measured distortion is D(dense, pruned) on held-out frames of the evaluation split (METHOD §2).
+measured distortion is D(dense, pruned) on held-out frames of the evaluation split, disjoint from the
+calibration frames (METHOD §2), an entry of its own (``distortion``) so that the metrics' key holds only
+what the metrics depend on.
 With ``eval.bootstrap`` > 0 (KITTI format), also a 95 % frame-bootstrap interval of mAP and the
 per-resample values (:mod:`dm3d_exp.kitti.bootstrap`). Artifact: ``metrics.json``.
 """
@@ -30,20 +32,34 @@ from .sensitivity import fisher_spec
 CODE = code_version(sys.modules[__name__])  # this module and everything it imports
 
 
+METRIC_KEYS = ("split", "num_frames", "batch_size", "bootstrap")  # the eval keys the metrics depend on
+
+
 def cache_inputs(ctx: RunContext, checkpoint: str | None, calib: CacheEntry) -> dict:
-    return {"checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None, "calibrate": calib.key,
-            "detector": ctx.detector_identity, "dataset": ctx.dataset_identity, "eval": ctx.section("eval"),
-            "distortion": asdict(fisher_spec(ctx).distortion),
-            "code": CODE}
+    """Metrics depend on the checkpoint's weights, the eval settings that select frames and resamples, and the MACs
+    reference (calibrate's per-layer costs, by content): not on calibration size, lambdas or objective."""
+    conf = ctx.section("eval")
+    return {"weights_sha256": ctx.weights_identity(checkpoint), "detector": ctx.detector_identity, "dataset": ctx.dataset_identity,
+            "eval": {k: conf[k] for k in METRIC_KEYS}, "costs_sha256": file_sha256(calib.path / "layers.json"),
+            "numerics": ctx.numerics_identity, "code": CODE}
 
 
-def _distortion_frames(conf, n_split: int) -> int:
-    """eval.distortion_frames, reduced (with a warning) to the split's size."""
-    if conf.distortion_frames > n_split:
-        warnings.warn(f"eval.distortion_frames={conf.distortion_frames} is larger than the {conf.split} split: "
-                      f"measuring the distortion on all {n_split} frames", stacklevel=2)
-        return n_split
-    return conf.distortion_frames
+def held_out_frames(ctx: RunContext, calib: CacheEntry, n_split: int) -> list[int]:
+    """``eval.distortion_frames`` frames of the eval split, seeded, disjoint from the calibration frames
+    when calibration uses the same split (reduced, with a warning, to the frames that are left)."""
+    conf = ctx.conf.eval
+    frames = calibrate.load_frames(calib)
+    used = set(frames["calib"]) if frames["split"] == conf.split else set()
+    free = [i for i in range(n_split) if i not in used]
+    n = conf.distortion_frames
+    if n > len(free):
+        warnings.warn(f"eval.distortion_frames={n} is larger than the {len(free)} frames of the {conf.split} "
+                      f"split outside the calibration frames: measuring the distortion on those {len(free)}",
+                      stacklevel=2)
+        n = len(free)
+    picked = [free[i] for i in seeded_indices(len(free), n, 1)]
+    assert not used & set(picked), "held-out distortion frames overlap the calibration frames"
+    return picked
 
 
 def measured_macs(model, costs) -> dict[str, float]:
@@ -54,6 +70,8 @@ def measured_macs(model, costs) -> dict[str, float]:
 
 
 def run(ctx: RunContext, checkpoint: str | None, calib: CacheEntry, tag: str) -> CacheEntry:
+    """Metrics (``metrics.json``: eval metrics, measured cost, frame count, bootstrap resamples) of
+    ``checkpoint`` (None: the detector's) on the eval split, cached by :func:`cache_inputs`."""
     def compute(out: Path):
         conf = ctx.conf.eval
         model = ctx.model(checkpoint)
@@ -70,18 +88,30 @@ def run(ctx: RunContext, checkpoint: str | None, calib: CacheEntry, tag: str) ->
         values = getattr(metric, "bootstrap_values", None)
         if values is not None:  # the same seeded resamples for every model: paired differences are valid
             result["bootstrap"] = {"resamples": len(values), "mAP": [float(v) for v in values]}
-        if conf.distortion_frames:
-            held_out = seeded_indices(len(ds), _distortion_frames(conf, len(ds)), 1)
-            dense = ctx.model()
-            meter = DistortionMeter(dense, list(batches(dense, ds, held_out)), fisher_spec(ctx).distortion)
-            result["distortion_measured"] = meter(model)
         (out / "metrics.json").write_text(json.dumps(result, indent=1))
         return {"mAP": metrics["mAP"]}
 
     return ctx.cache.get_or_compute("evaluate", cache_inputs(ctx, checkpoint, calib), compute)
 
 
-def additivity(ctx: RunContext, sens: CacheEntry) -> CacheEntry:
+def distortion(ctx: RunContext, checkpoint: str, calib: CacheEntry) -> CacheEntry:
+    """Measured D(dense, pruned) (METHOD §2) of ``checkpoint`` on held-out frames of the eval split
+    (:func:`held_out_frames`), its own entry: ``meta()['distortion']``."""
+    def compute(out: Path):
+        ds = ctx.dataset(ctx.conf.eval.split)
+        frames = held_out_frames(ctx, calib, len(ds))
+        dense = ctx.model()
+        meter = DistortionMeter(dense, list(batches(dense, ds, frames)), fisher_spec(ctx).distortion)
+        return {"distortion": meter(ctx.model(checkpoint)), "frames": frames}
+
+    inputs = {"weights_sha256": ctx.weights_identity(checkpoint), "detector": ctx.detector_identity,
+              "dataset": ctx.dataset_identity, "split": ctx.conf.eval.split,
+              "distortion_frames": ctx.conf.eval.distortion_frames, "calib_frames": calibrate.load_frames(calib),
+              "distortion": asdict(fisher_spec(ctx).distortion), "numerics": ctx.numerics_identity, "code": CODE}
+    return ctx.cache.get_or_compute("distortion", inputs, compute)
+
+
+def additivity(ctx: RunContext, sens: CacheEntry, calib: CacheEntry) -> CacheEntry:
     """Additivity diagnostic (METHOD §3): for random multi-layer allocations (every layer at a uniformly
     random level of the curves), the sum of single-layer D vs the joint D on held-out frames."""
     conf = ctx.conf.eval
@@ -91,7 +121,7 @@ def additivity(ctx: RunContext, sens: CacheEntry) -> CacheEntry:
         model = ctx.model()
         layers = {n: m for n, m in ctx.prunable_layers(model).items() if n in orders}
         ds = ctx.dataset(conf.split)
-        held_out = seeded_indices(len(ds), _distortion_frames(conf, len(ds)), 1)
+        held_out = held_out_frames(ctx, calib, len(ds))
         meter = DistortionMeter(model, list(batches(model, ds, held_out)), fisher_spec(ctx).distortion)
         rng = np.random.default_rng(ctx.conf.seed)
         allocations = []
@@ -104,7 +134,8 @@ def additivity(ctx: RunContext, sens: CacheEntry) -> CacheEntry:
         return {"ratio_mean": float(np.mean(ratios)), "ratio_min": float(np.min(ratios)),
                 "ratio_max": float(np.max(ratios))}
 
-    inputs = {"sensitivity": sens.key, "eval": ctx.section("eval"), "seed": ctx.conf.seed, "code": CODE}
+    inputs = {"sensitivity": sens.key, "eval": ctx.section("eval"), "calib_frames": calibrate.load_frames(calib),
+              "seed": ctx.conf.seed, "code": CODE}
     return ctx.cache.get_or_compute("additivity", inputs, compute)
 
 

@@ -3,9 +3,12 @@ re-estimate its normalisation statistics, finetune-free. Same masks, same FLOPs 
 
 reconstruct: sequential fixed-mask reconstruction of every prunable layer on the calibration frames
 (:mod:`dm3d_exp.adapters.reconstruct`); statistics=bn_reestimate: BN running statistics re-estimated
-through the training pipeline (:mod:`dm3d_exp.adapters.batchnorm`).
-Artifacts: ``recovered.pth`` (mmdet3d-loadable) and ``recovery.json`` (per-layer record: status,
-samples, relative calibration error zeroed vs reconstructed).
+through the training pipeline; statistics=statcorr: BN running statistics set so that the pruned model's
+BN outputs match the dense model's on the reconstruction's calibration frames
+(:mod:`dm3d_exp.adapters.batchnorm`).
+Artifacts: ``recovered.pth`` (mmdet3d-loadable), ``recovery.json`` (per-layer record: status,
+samples, relative calibration error zeroed vs reconstructed) and, for statcorr, ``statcorr.json`` (per BN:
+channels, channels matched by mean only, standardised input shift before correction).
 """
 from __future__ import annotations
 
@@ -90,6 +93,16 @@ def _bn_reestimate(ctx: RunContext, model) -> int:
                                               progress=bar.advance)
 
 
+def _statcorr(ctx: RunContext, model, frames: dict) -> dict:
+    ids = reconstruction_frames(ctx, frames)
+    ds = ctx.dataset(frames["split"])
+    dense = ctx.model()
+    calib_batches = list(batches(dense, ds, ids))
+    n_bns = len(batchnorm.batchnorm_modules(model))
+    with progress_bar(n_bns, "recover (statcorr)", ctx.conf.progress) as bar:
+        return batchnorm.correct_statistics(model, dense, calib_batches, progress=bar.advance)
+
+
 def cache_inputs(ctx: RunContext, pruned: CacheEntry, calib: CacheEntry) -> dict:
     return {"prune": pruned.key, "calibrate": calib.key, "recovery": ctx.section("recovery"),
             "seed": ctx.conf.seed, "code": CODE}
@@ -103,9 +116,10 @@ def run(ctx: RunContext, pruned: CacheEntry, calib: CacheEntry) -> CacheEntry:
         masks = load_masks(pruned, layers)
         meta: dict = {}
         records: dict = {}
+        frames = calibrate.load_frames(calib)
         start = time.perf_counter()
         if r.method == "reconstruct":
-            records = _reconstruct(ctx, model, layers, masks, calibrate.load_frames(calib))
+            records = _reconstruct(ctx, model, layers, masks, frames)
         else:
             with torch.no_grad():
                 for name, m in layers.items():
@@ -114,6 +128,12 @@ def run(ctx: RunContext, pruned: CacheEntry, calib: CacheEntry) -> CacheEntry:
         start = time.perf_counter()
         if r.statistics == "bn_reestimate":
             meta["bn_batches"] = _bn_reestimate(ctx, model)
+        elif r.statistics == "statcorr":
+            corrected = _statcorr(ctx, model, frames)
+            (out / "statcorr.json").write_text(json.dumps(corrected, indent=1))
+            meta["statcorr_bns"] = len(corrected)
+            meta["statcorr_shift_before_mean"] = float(np.mean([c["shift_before"] for c in corrected.values()])) \
+                if corrected else 0.0
         meta["seconds_statistics"] = time.perf_counter() - start
         for name, m in layers.items():  # the masks survive recovery exactly
             if bool((weight_view(m).detach().cpu() != 0)[~masks[name]].any()):
