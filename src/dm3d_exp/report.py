@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
-from .pipeline.tracking import PARENT_TAG, ROLE_TAG, check_server, sqlite_path
+from .pipeline.tracking import PARENT_TAG, ROLE_TAG, check_server, close_dead_runs, sqlite_path
 from .fileio import atomic_write_text
 
 MAP = "metrics.pruned/eval/mAP"
@@ -204,19 +204,36 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or "mlflow.db",
                    help="MLflow tracking URI (sqlite:///..., http://...) or a sqlite file path "
                         "(default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-    which = p.add_mutually_exclusive_group(required=True)
+    which = p.add_mutually_exclusive_group()
     which.add_argument("--experiment", help="MLflow experiment (study) name, e.g. synthetic_kitti/pointpillars_synth")
     which.add_argument("--parent", help="run id of a sweep's parent run (mlflow_parent_run_id.txt in the sweep dir)")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--out", type=Path, help="output directory (required unless --repair)")
+    p.add_argument("--repair", action="store_true",
+                   help="only end as KILLED the runs (of --experiment, default: all) left RUNNING by dm3d "
+                        "processes of this host that are gone (kill -9, a dead sweep launcher)")
     return p
 
 
 def main(argv=None) -> int:
     """Entry point of ``dm3d-report``; returns 0, or 2 with a one-line ``error:`` on bad input."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     uri = args.tracking_uri
     if "://" not in uri:
         uri = f"sqlite:///{Path(uri).expanduser().resolve()}"
+    if args.repair:
+        if args.parent:
+            parser.error("--repair takes --experiment (or nothing: every experiment), not --parent")
+        try:
+            _client(uri)  # the store must exist
+            closed = close_dead_runs(uri, args.experiment)
+        except InputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"closed {len(closed)} run(s) left RUNNING by dead processes" + (f": {', '.join(closed)}" if closed else ""))
+        return 0
+    if not (args.experiment or args.parent) or args.out is None:
+        parser.error("give --experiment or --parent, and --out (or --repair)")
     try:
         frame = runs_frame(uri, experiment=args.experiment, parent=args.parent)
         source = f"experiment {args.experiment!r}" if args.experiment else f"parent run {args.parent}"

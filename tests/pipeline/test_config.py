@@ -183,3 +183,26 @@ def test_cli_refuses_unknown_group_options_before_hydra(argv, match):
     assert "\n" not in str(err.value)
     check_group_choices(["--multirun", "hydra/launcher=joblib", "pruning=lamp,dm3d", "+experiment=quick",
                          "pruning.flops_target=0.5,0.25", "+sweeps=methods_x_targets"])  # valid: no error
+
+
+def test_dm3d_outside_a_clone_refuses_with_one_line_or_uses_dm3d_repo(tmp_path):
+    """Issue 11.9: the package alone (as a wheel installs it, without conf/) exits 2 naming what is missing
+    and the fix; with DM3D_REPO pointing at a clone it composes the config."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[2] / "src" / "dm3d_exp"
+    shutil.copytree(src, tmp_path / "site" / "dm3d_exp", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "DM3D_REPO"}
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    cmd = [sys.executable, "-c", "import dm3d_exp, sys; assert 'site' in dm3d_exp.__file__; "
+           "from dm3d_exp.cli import main; main()", "--cfg", "job"]
+    bare = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert bare.returncode == 2 and bare.stderr.strip().count("\n") == 0, bare.stderr[-2000:]
+    assert "error: no dm3d config tree at" in bare.stderr and "DM3D_REPO" in bare.stderr
+    ok = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                        env={**env, "DM3D_REPO": str(src.parents[1])})
+    assert ok.returncode == 0 and "pruning:" in ok.stdout, ok.stderr[-2000:]

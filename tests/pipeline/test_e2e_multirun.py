@@ -16,41 +16,14 @@ import torch
 pytest.importorskip("mmdet3d", reason="mmdet3d not installed")
 
 from mlflow.tracking import MlflowClient
+from tiny_workspace import REPO, TINY, make_workspace, run_dm3d
 
-REPO = Path(__file__).resolve().parents[2]
-TINY = REPO / "tests" / "pipeline" / "tiny_pointpillars_synth.py"
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    from dm3d_exp.adapters.checkpoint import save_checkpoint
-    from dm3d_exp.adapters.detector import build_detector
-    from dm3d_exp.data.cache import ensure_dataset
-    from dm3d_exp.data.params import SynthParams
-
-    root = tmp_path_factory.mktemp("e2e")
-    data = ensure_dataset(SynthParams(num_train=4, num_val=3, seed=5), root=root / "data")
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(build_detector(str(TINY)), root / "tiny.pth")
-    return root, data, ckpt
-
-
-def _dm3d(workspace, cwd, *overrides, env=None):
-    root, data, ckpt = workspace
-    flags = [o for o in overrides if o.startswith("--")]  # Hydra flags go before the overrides
-    overrides = [o for o in overrides if not o.startswith("--")]
-    if not any(o.startswith("recovery=") for o in overrides):
-        overrides.append("recovery=none")  # the tiny detector's wide layers have fewer samples than inputs
-    cmd = [sys.executable, "-c", "from dm3d_exp.cli import main; main()", *flags,
-           "detector=pointpillars_synth", f"detector.mmdet3d_config={TINY}", f"detector.checkpoint={ckpt}",
-           f"dataset.root={data}",
-           f"cache_dir={root / 'cache'}", "calib.num_frames=2", "calib.reference_frames=2",
-           "sensitivity.num_levels=20", "eval.distortion_frames=2", "progress=false", *overrides]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    return make_workspace(tmp_path_factory.mktemp("e2e"))
 
 
 def _summaries(sweep_root: Path) -> list[dict]:
@@ -58,7 +31,7 @@ def _summaries(sweep_root: Path) -> list[dict]:
 
 
 def test_methods_x_targets_multirun_on_mlflow_server(workspace, mlflow_server, tmp_path):
-    _dm3d(workspace, tmp_path, "--multirun", "pruning=dm3d,uniform", "pruning.flops_target=0.5,0.25",
+    run_dm3d(workspace, tmp_path, "--multirun", "pruning=dm3d,uniform", "pruning.flops_target=0.5,0.25",
           "tracking=server", f"tracking.uri={mlflow_server}", "study=e2e/tiny",
           f"hydra.sweep.dir={tmp_path / 'sweep'}")
     summaries = _summaries(tmp_path / "sweep")
@@ -96,7 +69,7 @@ def test_methods_x_targets_multirun_on_mlflow_server(workspace, mlflow_server, t
 
 def test_joblib_launcher_on_fresh_sqlite_has_no_failed_jobs(workspace, tmp_path):
     db = tmp_path / "fresh.db"
-    _dm3d(workspace, tmp_path, "--multirun", "pruning=lamp,erk", "hydra/launcher=local_parallel",
+    run_dm3d(workspace, tmp_path, "--multirun", "pruning=lamp,erk", "hydra/launcher=local_parallel",
           f"tracking.db_path={db}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     client = MlflowClient(f"sqlite:///{db}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -106,7 +79,7 @@ def test_joblib_launcher_on_fresh_sqlite_has_no_failed_jobs(workspace, tmp_path)
 
 
 def test_single_stage_and_bad_input(workspace, tmp_path):
-    proc = _dm3d(workspace, tmp_path, "stage=sensitivity", "tracking=off")
+    proc = run_dm3d(workspace, tmp_path, "stage=sensitivity", "tracking=off")
     assert "summary" not in proc.stdout  # nothing past the asked stage, no table
     root, data, ckpt = workspace
     bad = subprocess.run([sys.executable, "-c", "from dm3d_exp.cli import main; main()",
@@ -130,7 +103,7 @@ def test_single_stage_and_bad_input(workspace, tmp_path):
 
 def test_submitit_local_launcher(workspace, tmp_path):
     """The cluster launcher's local twin: jobs run as submitit subprocesses and write their summaries."""
-    _dm3d(workspace, tmp_path, "--multirun", "pruning=uniform", "pruning.flops_target=0.5",
+    run_dm3d(workspace, tmp_path, "--multirun", "pruning=uniform", "pruning.flops_target=0.5",
           "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "tracking=off",
           f"hydra.sweep.dir={tmp_path / 'sweep'}")
     (summary,) = _summaries(tmp_path / "sweep")
@@ -160,7 +133,7 @@ def test_pv_rcnn_run_prunes_both_stages(workspace, tmp_path):
     every part (sparse encoder, VSA, BEV backbone, RPN, RoI head) allocated, RoI-head layers among the
     pruned ones, predicted and measured distortion reported."""
     config, ckpt = _tiny_pv_rcnn(tmp_path)
-    _dm3d(workspace, tmp_path, f"detector.mmdet3d_config={config}", f"detector.checkpoint={ckpt}",
+    run_dm3d(workspace, tmp_path, f"detector.mmdet3d_config={config}", f"detector.checkpoint={ckpt}",
           "detector.point_cloud_range=[0,-12.8,-3,25.6,12.8,1]", "pruning=dm3d", "pruning.flops_target=0.5",
           "tracking=off", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}")
     (summary,) = _summaries(tmp_path / "run")
@@ -173,7 +146,7 @@ def test_pv_rcnn_run_prunes_both_stages(workspace, tmp_path):
 
 
 def _run_summary(workspace, tmp_path, name, *overrides):
-    _dm3d(workspace, tmp_path, "pruning=uniform", "pruning.flops_target=0.5", "tracking=off",
+    run_dm3d(workspace, tmp_path, "pruning=uniform", "pruning.flops_target=0.5", "tracking=off",
           f"hydra.run.dir={tmp_path / name}", *overrides)
     return json.loads((tmp_path / name / "summary.json").read_text())
 
@@ -260,7 +233,7 @@ def test_identical_bytes_whatever_the_thread_environment(workspace, tmp_path):
               "tracking=off")
     summaries = {}
     for name, omp, threads in (("a", "1", 2), ("b", "2", 2), ("one", "2", 1)):
-        _dm3d(workspace, tmp_path, *common, f"threads={threads}", f"cache_dir={tmp_path / ('cache_' + name)}",
+        run_dm3d(workspace, tmp_path, *common, f"threads={threads}", f"cache_dir={tmp_path / ('cache_' + name)}",
               f"hydra.run.dir={tmp_path / name}", env={"OMP_NUM_THREADS": omp, "MKL_NUM_THREADS": omp})
         (summaries[name],) = _summaries(tmp_path / name)
     a, b = _artifact_bytes(tmp_path / "cache_a"), _artifact_bytes(tmp_path / "cache_b")

@@ -10,8 +10,9 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import OmegaConf
 
 from dm3d_exp.errors import InputError
-from dm3d_exp.pipeline.tracking import (PARENT_TAG, ROLE_TAG, TRUNCATED_TAG, JobTracker, check_server,
-                                        ensure_store, flatten, sqlite_path, tracking_uri)
+from dm3d_exp.pipeline.tracking import (PARENT_TAG, ROLE_TAG, TRUNCATED_TAG, JobTracker, Terminated, check_server,
+                                        close_dead_runs, ensure_store, flatten, owner_alive, sqlite_path,
+                                        start_run, terminate_on_sigterm, tracking_uri)
 
 
 def test_tracking_uri_backends(tmp_path):
@@ -88,6 +89,59 @@ def test_failed_job_is_marked_failed(sqlite_uri):
     run = MlflowClient(sqlite_uri).get_run(jt.run_id)
     assert run.info.status == "FAILED" and run.data.tags["k"] == "v"
     assert PARENT_TAG not in run.data.tags
+
+
+def test_failed_run_records_its_error_and_sigterm_ends_it_killed(sqlite_uri):
+    import os
+    import signal
+
+    with pytest.raises(ValueError):
+        with JobTracker(sqlite_uri, "fail", "bad") as jt:
+            raise ValueError("calib.num_frames=50 is larger than the split\nsecond line")
+    tags = MlflowClient(sqlite_uri).get_run(jt.run_id).data.tags
+    assert tags["dm3d.error"] == "ValueError: calib.num_frames=50 is larger than the split"
+    with pytest.raises(Terminated):
+        with terminate_on_sigterm(), JobTracker(sqlite_uri, "fail", "term") as jt:
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise AssertionError("SIGTERM did not interrupt")  # pragma: no cover
+    assert MlflowClient(sqlite_uri).get_run(jt.run_id).info.status == "KILLED"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the previous handler is back
+
+
+def test_close_dead_runs_ends_only_runs_of_dead_local_processes(sqlite_uri):
+    """A RUNNING run whose owner (host, pid, start time) is gone -> KILLED with a reason; a live owner, a run
+    of another host and a run without owner tags stay RUNNING; finished runs are untouched."""
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    client = MlflowClient(sqlite_uri)
+    ids = {}
+    for name, owner in {"dead": {"dm3d.pid": str(dead.pid)}, "alive": {},
+                        "reused_pid": {"dm3d.proc_start": "1"},  # our pid, but another process's start time
+                        "other_host": {"dm3d.host": "elsewhere.example", "dm3d.pid": str(dead.pid)}}.items():
+        ids[name] = start_run(sqlite_uri, "repair", name, {ROLE_TAG: "job", **owner})
+    ids["untagged"] = start_run(sqlite_uri, "repair", "untagged", {ROLE_TAG: "job", "dm3d.pid": "x"})
+    with JobTracker(sqlite_uri, "repair", "finished") as jt:
+        pass
+    assert owner_alive(client.get_run(ids["alive"]).data.tags) is True
+    assert sorted(close_dead_runs(sqlite_uri, "repair")) == sorted([ids["dead"], ids["reused_pid"]])
+    status = {n: client.get_run(i).info.status for n, i in ids.items()}
+    assert status == {"dead": "KILLED", "reused_pid": "KILLED", "alive": "RUNNING", "other_host": "RUNNING",
+                      "untagged": "RUNNING"}
+    assert "is gone" in client.get_run(ids["dead"]).data.tags["dm3d.closed_by"]
+    assert client.get_run(jt.run_id).info.status == "FINISHED"
+    assert close_dead_runs(sqlite_uri) == []  # idempotent, over every experiment
+
+
+def test_unusable_sqlite_store_is_one_line_input_error(tmp_path):
+    bad = tmp_path / "not_a_db"
+    bad.mkdir()
+    (bad / "mlflow.db").write_text("this is not sqlite")
+    with pytest.raises(InputError, match=r"MLflow store sqlite:///.* is not usable") as e:
+        ensure_store(f"sqlite:///{bad / 'mlflow.db'}")
+    assert "\n" not in str(e.value)
 
 
 def _parallel_job(uri: str, i: int) -> None:

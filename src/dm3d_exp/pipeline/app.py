@@ -14,7 +14,7 @@ from ..stages import allocate, sensitivity
 from ..stages.context import REPO_ROOT
 from .run import run_stages, write_summary
 from .schema import RunConf, validate
-from .tracking import JobTracker, flatten, tracking_uri
+from .tracking import JobTracker, Terminated, ensure_store, flatten, terminate_on_sigterm, tracking_uri
 
 CONF_DIR = REPO_ROOT / "conf"
 
@@ -100,25 +100,29 @@ def print_table(conf: RunConf, summary: dict, out: Path, uri: str | None) -> Non
 
 
 def task(cfg: DictConfig) -> dict:
-    """Hydra task function for one job."""
+    """Hydra task function for one job. The tracking backend is checked before any work; the job's MLflow
+    run starts with the job (params first, each stage's time as it finishes, the summary at the end) and
+    ends FINISHED, FAILED (an exception, bad input included: tag ``dm3d.error``) or KILLED (Ctrl-C, SIGTERM).
+    Bad input: one line on stderr, exit 2."""
     try:
         conf = validate(cfg)
         out, run_name, parent = _hydra_runtime()
         uri = tracking_uri(asdict(conf.tracking), os.getcwd())
-        summary, entries, _ = run_stages(conf)
+        ensure_store(uri)
+        with terminate_on_sigterm(), JobTracker(uri, conf.study, run_name, parent_run_id=parent, tags={
+                "dm3d.method": conf.pruning.method, "dm3d.stage": conf.stage}) as tracker:
+            tracker.log_params(flatten(asdict(conf)))
+            summary, entries, _ = run_stages(conf, on_stage=tracker.log_metrics)
+            write_summary(out / "summary.json", summary, conf, entries)
+            (out / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(conf)))
+            artifacts = _plots(out, entries) if summary else []
+            tracker.log_metrics({k: v for k, v in summary.items() if np.isfinite(v)})
+            tracker.set_tags({f"dm3d.artifact.{k}": str(e.path) for k, e in entries.items()})
+            for path in [out / "summary.json", out / "config_resolved.yaml", *artifacts]:
+                tracker.log_artifact(path)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    write_summary(out / "summary.json", summary, conf, entries)
-    (out / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(conf)))
-    artifacts = _plots(out, entries) if summary else []
-    with JobTracker(uri, conf.study, run_name, parent_run_id=parent,
-                    tags={"dm3d.method": conf.pruning.method, "dm3d.stage": conf.stage}) as tracker:
-        tracker.log_params(flatten(asdict(conf)))
-        tracker.log_metrics({k: v for k, v in summary.items() if np.isfinite(v)})
-        tracker.set_tags({f"dm3d.artifact.{k}": str(e.path) for k, e in entries.items()})
-        for path in [out / "summary.json", out / "config_resolved.yaml", *artifacts]:
-            tracker.log_artifact(path)
     if summary:
         print_table(conf, summary, out, uri)
     return summary
@@ -151,9 +155,16 @@ def main() -> None:
     import hydra
 
     try:
+        if not (CONF_DIR / "config.yaml").is_file():
+            raise InputError(f"no dm3d config tree at {CONF_DIR}: dm3d runs from a clone (make install: an "
+                             "editable install), or set DM3D_REPO to a clone's root")
         check_group_choices(sys.argv[1:])
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     os.environ.setdefault("DM3D_REPO", str(REPO_ROOT))
-    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(task)()
+    try:
+        hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(task)()
+    except KeyboardInterrupt as e:  # runs were ended KILLED, temp files removed: no traceback
+        print(f"dm3d: {'terminated' if isinstance(e, Terminated) else 'interrupted'}", file=sys.stderr)
+        raise SystemExit(143 if isinstance(e, Terminated) else 130) from None

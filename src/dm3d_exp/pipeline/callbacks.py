@@ -10,7 +10,8 @@ Configured under ``hydra.callbacks`` (conf/config.yaml)::
       experiment: ${study}
 
 The launching process creates/migrates the store and the parent run before any job starts and writes the
-parent's id to ``<hydra.sweep.dir>/mlflow_parent_run_id.txt``; jobs (possibly other processes or
+parent's id to ``<hydra.sweep.dir>/mlflow_parent_run_id.txt`` (first ending as KILLED the runs of the
+experiment that dead processes of this host left RUNNING: :func:`tracking.close_dead_runs`); jobs (possibly other processes or
 machines) read it with :func:`parent_run_id_for_job`. Hydra turns exceptions raised in callbacks into
 warnings, so a tracking failure here never stops the sweep (the jobs then log top-level runs).
 """
@@ -25,7 +26,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import InputError
-from .tracking import ROLE_TAG, ensure_store, start_run, tracking_uri
+from .tracking import ROLE_TAG, close_dead_runs, ensure_store, start_run, tracking_uri
 from ..fileio import atomic_write_text
 
 PARENT_ID_FILE = "mlflow_parent_run_id.txt"
@@ -68,6 +69,9 @@ class MlflowSweepCallback(Callback):
         overrides = [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
         name = " ".join(overrides) or sweep_dir.name
         ensure_store(uri)
+        closed = close_dead_runs(uri, self.experiment)
+        if closed:
+            log.warning("closed %d MLflow run(s) left RUNNING by dead processes: %s", len(closed), ", ".join(closed))
         run_id = start_run(uri, self.experiment, name[:_MAX_RUN_NAME], {
             ROLE_TAG: "sweep", "dm3d.sweep_dir": str(sweep_dir), "dm3d.overrides": " ".join(overrides)})
         atomic_write_text(sweep_dir / PARENT_ID_FILE, run_id + "\n")

@@ -3,7 +3,7 @@
 summary.json / MLflow metrics (ARCHITECTURE.md): ``dense/eval/*`` and ``pruned/eval/*`` (mAP and the
 per-class AP keys), ``pruned/cost/*`` (flops_ratio, flops_reduction, macs_dense, macs_pruned,
 params_nonzero, sparsity), ``cost/flops_target``, ``distortion/predicted``, ``distortion/measured``,
-``time/<stage>_s`` (wall time spent in this job), ``cache/<stage>_hit`` and, with recovery,
+``time/<stage>_s`` (wall time spent in this job; stages include ``distortion``), ``cache/<stage>_hit`` and, with recovery,
 ``pruned/recovery/*`` (layers by status, mean relative calibration error zeroed vs reconstructed, the
 seconds of reconstruction and statistics); ``allocation/reconstruction_aware`` (1 when the curves measured
 reconstructed perturbations, METHOD §11.3).
@@ -14,6 +14,7 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 from ..fileio import atomic_write_bytes
 from ..stages import allocate, calibrate, evaluate, prune, recover, sensitivity
@@ -25,17 +26,21 @@ ORDER = ("calibrate", "sensitivity", "allocate", "prune", "recover", "evaluate")
 
 
 class _Timeline:
-    """Wall time and cache hit per stage of this job."""
+    """Wall time and cache hit per stage of this job; ``on_stage(metrics)`` gets ``time/<stage>_s`` and
+    ``cache/<stage>_hit`` as each stage finishes (the job's MLflow run shows progress live)."""
 
-    def __init__(self):
+    def __init__(self, on_stage: Callable[[dict], None] | None = None):
         self.seconds: dict[str, float] = {}
         self.hits: dict[str, bool] = {}
+        self.on_stage = on_stage
 
     def run(self, stage: str, fn, *args) -> CacheEntry:
         start = time.perf_counter()
         entry = fn(*args)
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
         self.hits[stage] = self.hits.get(stage, True) and entry.hit
+        if self.on_stage:
+            self.on_stage({f"time/{stage}_s": self.seconds[stage], f"cache/{stage}_hit": float(self.hits[stage])})
         return entry
 
 
@@ -43,10 +48,12 @@ def _wanted(conf: RunConf, stage: str) -> bool:
     return conf.stage == "all" or ORDER.index(stage) <= ORDER.index(conf.stage)
 
 
-def run_stages(conf: RunConf) -> tuple[dict, dict[str, CacheEntry], _Timeline]:
-    """Execute the stages the config asks for; returns (summary metrics, cache entries, timeline)."""
+def run_stages(conf: RunConf, on_stage: Callable[[dict], None] | None = None
+               ) -> tuple[dict, dict[str, CacheEntry], _Timeline]:
+    """Execute the stages the config asks for; returns (summary metrics, cache entries, timeline).
+    ``on_stage`` receives each finished stage's time and cache-hit metrics."""
     ctx = RunContext(conf)
-    tl = _Timeline()
+    tl = _Timeline(on_stage)
     entries: dict[str, CacheEntry] = {}
     entries["calibrate"] = calib = tl.run("calibrate", calibrate.run, ctx)
     sens = None
@@ -67,18 +74,19 @@ def run_stages(conf: RunConf) -> tuple[dict, dict[str, CacheEntry], _Timeline]:
         return _summary(conf, allocate.load(alloc), pruned, None, None, tl, recovered), entries, tl
     entries["evaluate_dense"] = dense_eval = tl.run("evaluate", evaluate.run, ctx, ctx.checkpoint, calib, "dense")
     entries["evaluate"] = pruned_eval = tl.run("evaluate", evaluate.run, ctx, ckpt, calib, "pruned")
-    summary = _summary(conf, allocate.load(alloc), pruned, evaluate.load(dense_eval), evaluate.load(pruned_eval), tl,
-                       recovered)
+    dist = add = None
     if conf.eval.distortion_frames and conf.pruning.method != "dense":
         entries["distortion"] = dist = tl.run("distortion", evaluate.distortion, ctx, ckpt, calib)
-        summary["distortion/measured"] = dist.meta()["distortion"]
-        summary["time/distortion_s"] = tl.seconds["distortion"]
-    if sens is not None:
-        summary["allocation/reconstruction_aware"] = float(sens.meta().get("perturbation") == "reconstructed")
     if conf.eval.additivity_checks and sens is not None:
         entries["additivity"] = add = tl.run("additivity", evaluate.additivity, ctx, sens, calib)
+    summary = _summary(conf, allocate.load(alloc), pruned, evaluate.load(dense_eval), evaluate.load(pruned_eval), tl,
+                       recovered)
+    if dist is not None:
+        summary["distortion/measured"] = dist.meta()["distortion"]
+    if add is not None:
         summary.update({f"distortion/additivity_{k}": v for k, v in add.meta().items() if k.startswith("ratio_")})
-        summary["time/additivity_s"] = tl.seconds["additivity"]
+    if sens is not None:
+        summary["allocation/reconstruction_aware"] = float(sens.meta().get("perturbation") == "reconstructed")
     return summary, entries, tl
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -26,6 +28,7 @@ from ..errors import InputError
 ROLE_TAG = "dm3d.role"
 PARENT_TAG = "mlflow.parentRunId"
 TRUNCATED_TAG = "dm3d.truncated_params"
+OWNER_TAGS = ("dm3d.host", "dm3d.pid", "dm3d.proc_start")  # the process that owns a RUNNING run
 _TRUNCATION_MARK = "...[truncated]"
 _BAD_NAME_CHARS = re.compile(r"[^/\w.\- :]")
 
@@ -83,12 +86,20 @@ def ensure_store(uri: Optional[str]) -> None:
     from filelock import FileLock
     from mlflow.tracking import MlflowClient
 
+    if db.is_dir():  # sqlite would retry opening it for minutes
+        raise InputError(f"MLflow store {uri} is not usable ({db} is a directory); fix tracking.db_path or use "
+                         "tracking=off")
     lock_dir = _artifact_dir(uri)
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_dir / f".{db.name}.migrate.lock"), timeout=300):
-        # The client builds (and caches per process) the store: creates tables on a fresh file,
-        # verifies the schema on an existing one.
-        MlflowClient(uri).search_experiments(max_results=1)
+    try:
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock_dir / f".{db.name}.migrate.lock"), timeout=300):
+            # The client builds (and caches per process) the store: creates tables on a fresh file,
+            # verifies the schema on an existing one.
+            MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as e:  # unwritable directory, not a database, a schema MLflow cannot migrate
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise InputError(f"MLflow store {uri} is not usable ({type(e).__name__}: {first}); fix tracking.db_path "
+                         "or use tracking=off") from None
 
 
 def check_server(uri: str, timeout: float = 10.0) -> None:
@@ -135,9 +146,73 @@ def start_run(uri: str, experiment: str, run_name: str, tags: Optional[Mapping[s
 
     client = MlflowClient(uri)
     exp_id = get_or_create_experiment(client, experiment, uri)
-    run = client.create_run(exp_id, tags=resolve_tags({k: str(v) for k, v in (tags or {}).items()}),
-                            run_name=run_name)
+    tags = {**owner_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
+    run = client.create_run(exp_id, tags=resolve_tags(tags), run_name=run_name)
     return run.info.run_id
+
+
+def _proc_start(pid: int) -> Optional[str]:
+    """The start time of process ``pid`` (Linux /proc, clock ticks since boot), or None if unknown/gone:
+    with the pid it identifies the process even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the parenthesised command name
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming the process that owns a run (host, pid, its start time): what repair checks."""
+    pid = os.getpid()
+    return {"dm3d.host": socket.gethostname(), "dm3d.pid": str(pid), "dm3d.proc_start": _proc_start(pid) or ""}
+
+
+def owner_alive(tags: Mapping[str, str]) -> Optional[bool]:
+    """Whether the process in a run's owner tags still runs: None when it cannot be told (another host,
+    or a run logged without owner tags)."""
+    if tags.get("dm3d.host") != socket.gethostname() or not tags.get("dm3d.pid", "").isdigit():
+        return None
+    pid = int(tags["dm3d.pid"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user
+    start = tags.get("dm3d.proc_start")
+    return not start or _proc_start(pid) == start
+
+
+def close_dead_runs(uri: str, experiment: Optional[str] = None) -> list[str]:
+    """End as KILLED every RUNNING dm3d run (job or sweep parent) of ``experiment`` (None: every active
+    experiment) whose owner process on this host is gone (kill -9, a crashed launcher), tagging
+    ``dm3d.closed_by``. Runs of other hosts, or without owner tags, are left alone. Returns their ids."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    if experiment is None:
+        exp_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+    else:
+        exp = client.get_experiment_by_name(experiment)
+        exp_ids = [exp.experiment_id] if exp is not None else []
+    closed = []
+    if not exp_ids:
+        return closed
+    token = None
+    while True:
+        page = client.search_runs(exp_ids, filter_string="attributes.status = 'RUNNING'", max_results=1000,
+                                  page_token=token)
+        for run in page:
+            tags = run.data.tags
+            if ROLE_TAG in tags and owner_alive(tags) is False:
+                client.set_tag(run.info.run_id, "dm3d.closed_by",
+                               f"repair: owner process {tags['dm3d.pid']} on {tags['dm3d.host']} is gone")
+                client.set_terminated(run.info.run_id, "KILLED")
+                closed.append(run.info.run_id)
+        token = page.token
+        if not token:
+            return closed
 
 
 def flatten(cfg_dict: Mapping, sep: str = ".") -> dict[str, Any]:
@@ -163,6 +238,35 @@ def flatten(cfg_dict: Mapping, sep: str = ".") -> dict[str, Any]:
     return out
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that runs end as KILLED and temp files are cleaned up."""
+
+
+class terminate_on_sigterm:
+    """Context manager: while active, SIGTERM raises :class:`Terminated` (main thread only; elsewhere, or
+    where signals are unavailable, a no-op). The previous handler is restored on exit."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise Terminated(f"signal {signum}")
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+
 def _param_value(value: Any) -> str:
     """Stringify a config leaf: strings as-is, everything else as JSON (``null``, ``true``, ``[1, 2]``)."""
     return value if isinstance(value, str) else json.dumps(value, default=str)
@@ -173,8 +277,9 @@ class JobTracker:
 
     ``JobTracker(uri, experiment, run_name, parent_run_id=None, tags=None)``: on enter, creates the
     experiment if needed and starts a run tagged ``dm3d.role=job`` (and ``mlflow.parentRunId`` when a
-    parent is given); on exit, terminates it as FINISHED, FAILED (exception) or KILLED (Ctrl-C).
-    With ``uri=None`` (tracking=off) every method is a no-op and :attr:`run_id` is ``None``.
+    parent is given) and the owner tags (:func:`owner_tags`); on exit, terminates it as FINISHED, FAILED
+    (an exception; its first line in the tag ``dm3d.error``) or KILLED (Ctrl-C, or SIGTERM turned into
+    :class:`Terminated` by :func:`terminate_on_sigterm`). With ``uri=None`` (tracking=off) every method is a no-op and :attr:`run_id` is ``None``.
     """
 
     def __init__(self, uri: Optional[str], experiment: str, run_name: str,
@@ -216,6 +321,8 @@ class JobTracker:
                 status = "FINISHED"
             else:
                 status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+                first = (str(exc).strip().splitlines() or [exc_type.__name__])[0]
+                self.set_tags({"dm3d.error": f"{exc_type.__name__}: {first}"[:5000]})
             self._client.set_terminated(self._run_id, status)
         return False
 

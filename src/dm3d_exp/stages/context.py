@@ -17,7 +17,9 @@ from ..errors import InputError
 from ..pipeline.cache import StageCache, file_sha256
 from ..pipeline.schema import RunConf
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+# The source tree (conf/, checkpoints/, the mmdet3d configs): this package's clone, or $DM3D_REPO (a clone,
+# for a non-editable install whose package lives elsewhere).
+REPO_ROOT = Path(os.environ.get("DM3D_REPO") or Path(__file__).resolve().parents[3])
 
 # `pruning.prunable` shortcuts -> module-name prefixes (mmdet3d single-stage and MVX two-stage names)
 PRUNABLE_GROUPS = {
