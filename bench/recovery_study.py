@@ -109,11 +109,17 @@ def paired_lines(rows: list[dict], detector: str) -> list[str]:
 
     lines = ["", "Paired differences (same frames and resamples; 95 % interval of mAP(DM3D) - mAP(baseline)):", "",
              "| target | recovery | best DM3D | best baseline | difference | 95% interval |", "|---|---|---|---|---|---|"]
-    family = lambda r: "reconstruct" if r["recovery"].startswith("reconstruct") and "[" not in r["recovery"] \
-        else r["recovery"]  # noqa: E731  (aware curves are DM3D's way of using the same reconstruction)
+
+    def family(r):  # aware curves are DM3D's way of using the same reconstruction; other [tags] are variants
+        base = "reconstruct" if r["recovery"].startswith("reconstruct") else "none"
+        tag = r["recovery"].split("[", 1)[1].rstrip("]") if "[" in r["recovery"] else ""
+        return {"": base, "statcorr": f"{base} + statcorr", "BN": f"{base} + BN"}.get(tag)
+
+    families = ("none", "none + statcorr", "reconstruct", "reconstruct + statcorr", "reconstruct + BN", "any")
     for target in sorted({r["flops_target"] for r in rows}, reverse=True):
-        for fam in ("none", "reconstruct"):
-            cand = [r for r in rows if r["flops_target"] == target and family(r) == fam and r["mAP"] is not None]
+        for fam in families:
+            cand = [r for r in rows if r["flops_target"] == target and r["mAP"] is not None
+                    and (family(r) == fam or (fam == "any" and family(r) is not None))]
             dm3d = [r for r in cand if r["method"].startswith("dm3d")]
             base = [r for r in cand if not r["method"].startswith("dm3d")]
             if not dm3d or not base:
