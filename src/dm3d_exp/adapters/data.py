@@ -1,11 +1,11 @@
-"""mmdet3d datasets, preprocessed batches and metric evaluation for a detector config + data root."""
+"""mmdet3d datasets and preprocessed batches for a detector config + data root (evaluation:
+:mod:`.evaluation`)."""
 from __future__ import annotations
 
 import copy
 import os
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
-import torch
 from torch import nn
 
 from ..errors import InputError
@@ -82,45 +82,3 @@ def batches(model: nn.Module, dataset, indices: Sequence[int], batch_size: int =
         items = [dataset[int(i)] for i in indices[start:start + batch_size]]
         data = model.data_preprocessor(pseudo_collate(items), training=False)
         yield data["inputs"], data["data_samples"]
-
-
-def build_metric(cfg, data_root, fmt: str, split: str, classes: Sequence[str], bootstrap: int = 0):
-    """KITTI format: the devkit-exact metric (with ``bootstrap`` frame resamples of its mAP); otherwise the
-    config's own test evaluator re-rooted (no bootstrap)."""
-    setup_mmdet3d()
-    from mmdet3d.registry import METRICS
-
-    if fmt == "kitti":
-        mcfg = dict(type="DevkitKittiMetric", ann_file=info_path(data_root, fmt, split), metric="bbox",
-                    classes=[c for c in ("Car", "Pedestrian", "Cyclist") if c in classes], bootstrap=bootstrap)
-    else:
-        mcfg = copy.deepcopy(cfg.test_evaluator)
-        mcfg["ann_file"] = info_path(data_root, fmt, split)
-        mcfg["data_root"] = str(data_root)
-    return METRICS.build(mcfg)
-
-
-def headline_map(metrics: dict) -> float:
-    """The dataset's headline mAP from a metric dict (key ``mAP`` or ending in ``/mAP``)."""
-    for k, v in metrics.items():
-        if k == "mAP" or k.endswith("/mAP"):
-            return float(v)
-    raise KeyError(f"no mAP in metric keys {sorted(metrics)[:8]}...")
-
-
-@torch.no_grad()
-def evaluate_detector(model: nn.Module, dataset, indices: Sequence[int], metric, batch_size: int = 1,
-                      progress: Callable[[int], None] | None = None) -> dict[str, float]:
-    """Run ``model.test_step`` on the frames and score them with ``metric`` (mmengine BaseMetric)."""
-    from mmengine.dataset import pseudo_collate
-
-    model.eval()
-    metric.dataset_meta = dataset.metainfo
-    for start in range(0, len(indices), batch_size):
-        items = [dataset[int(i)] for i in indices[start:start + batch_size]]
-        batch = pseudo_collate(items)
-        outputs = model.test_step(batch)
-        metric.process(batch, [o.to_dict() for o in outputs])
-        if progress:
-            progress(len(items))
-    return metric.evaluate(len(indices))

@@ -22,7 +22,7 @@ def setup_mmdet3d() -> None:
     register_all_modules(init_default_scope=True)
     # the newest MMLogger instance is mmengine's "current" one: keep dataset/metric chatter at WARNING
     MMLogger.get_instance("dm3d_exp", log_level="WARNING")
-    from . import kitti_metric, mmdet3d_modules, point_ops, spconv_cpu  # noqa: F401  (register DevkitKittiMetric, ...)
+    from . import mmdet3d_modules, point_ops, spconv_cpu  # noqa: F401  (register the project's modules)
 
     point_ops.install()  # PV-RCNN's point ops on CPU (mmcv has CUDA kernels only)
     spconv_cpu.install()  # spconv's CPU gather/scatter convolution is wrong with > 1 thread

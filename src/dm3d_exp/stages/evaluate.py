@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..adapters.data import batches, build_metric, evaluate_detector, headline_map
+from ..adapters.data import batches
+from ..adapters.evaluation import build_metric, evaluate_detector, headline_map
 from ..adapters.layers import prunable_modules, weight_view
 from ..adapters.sensitivity import DistortionMeter, additivity_check
 from ..core.levels import level_counts

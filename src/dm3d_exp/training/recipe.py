@@ -80,6 +80,7 @@ def evaluate(model, config, num_frames: int | None = None) -> dict[str, float]:
     from mmengine.evaluator import Evaluator
     from mmengine.runner import Runner
 
+    from ..adapters import kitti_metric  # noqa: F401  (registers the val_evaluator's DevkitKittiMetric)
     from ..adapters.runtime import setup_mmdet3d
 
     setup_mmdet3d()
@@ -256,6 +257,7 @@ def train(opts: TrainOptions) -> dict:
     """Train detector ``opts.detector`` and publish its checkpoint and manifest; return the manifest."""
     from mmengine.runner import Runner
 
+    from ..adapters import kitti_metric  # noqa: F401  (registers the val_evaluator's DevkitKittiMetric)
     from ..adapters.checkpoint import read_checkpoint_file, save_checkpoint
     from ..adapters.runtime import setup_mmdet3d
     from ..data import SynthParams, ensure_dataset, read_manifest

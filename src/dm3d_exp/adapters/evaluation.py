@@ -1,0 +1,56 @@
+"""Evaluation of a detector on a dataset split: the metric (KITTI format: the devkit-exact
+``DevkitKittiMetric``, registered by importing :mod:`.kitti_metric`), the test loop and the headline mAP.
+Only the evaluate stage imports it, so the metric code is in no other stage's code version."""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from . import kitti_metric  # noqa: F401  (registers DevkitKittiMetric with mmdet3d's METRICS)
+from .data import info_path
+from .runtime import setup_mmdet3d
+
+
+def build_metric(cfg, data_root, fmt: str, split: str, classes: Sequence[str], bootstrap: int = 0):
+    """KITTI format: the devkit-exact metric (with ``bootstrap`` frame resamples of its mAP); otherwise the
+    config's own test evaluator re-rooted (no bootstrap)."""
+    setup_mmdet3d()
+    from mmdet3d.registry import METRICS
+
+    if fmt == "kitti":
+        mcfg = dict(type="DevkitKittiMetric", ann_file=info_path(data_root, fmt, split), metric="bbox",
+                    classes=[c for c in ("Car", "Pedestrian", "Cyclist") if c in classes], bootstrap=bootstrap)
+    else:
+        mcfg = copy.deepcopy(cfg.test_evaluator)
+        mcfg["ann_file"] = info_path(data_root, fmt, split)
+        mcfg["data_root"] = str(data_root)
+    return METRICS.build(mcfg)
+
+
+def headline_map(metrics: dict) -> float:
+    """The dataset's headline mAP from a metric dict (key ``mAP`` or ending in ``/mAP``)."""
+    for k, v in metrics.items():
+        if k == "mAP" or k.endswith("/mAP"):
+            return float(v)
+    raise KeyError(f"no mAP in metric keys {sorted(metrics)[:8]}...")
+
+
+@torch.no_grad()
+def evaluate_detector(model: nn.Module, dataset, indices: Sequence[int], metric, batch_size: int = 1,
+                      progress: Callable[[int], None] | None = None) -> dict[str, float]:
+    """Run ``model.test_step`` on the frames and score them with ``metric`` (mmengine BaseMetric)."""
+    from mmengine.dataset import pseudo_collate
+
+    model.eval()
+    metric.dataset_meta = dataset.metainfo
+    for start in range(0, len(indices), batch_size):
+        items = [dataset[int(i)] for i in indices[start:start + batch_size]]
+        batch = pseudo_collate(items)
+        outputs = model.test_step(batch)
+        metric.process(batch, [o.to_dict() for o in outputs])
+        if progress:
+            progress(len(items))
+    return metric.evaluate(len(indices))
