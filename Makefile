@@ -34,6 +34,7 @@ bench: install  ## benchmarks; results (ratios to targets) in bench/results/*.js
 	$(PY) bench/run_all.py
 
 ui: install  ## MLflow UI on http://127.0.0.1:5000 for the local sqlite store
+	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (the runs view; MLflow 3 opens the GenAI view by default)"
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
 
 sweep: install  ## a ready-made multirun from sweeps/ (SWEEP=name)

@@ -84,7 +84,7 @@ def test_multirun_start_and_end(tmp_path, monkeypatch, make_sweep, expected_summ
     client = MlflowClient(uri)
     run = client.get_run(parent)
     assert run.info.status == "RUNNING" and run.data.tags[ROLE_TAG] == "sweep"
-    assert run.info.run_name == "pruning.flops_target=0.25"
+    assert run.info.run_name == "sweep s1"  # nothing swept on this command line
     assert run.data.tags["dm3d.sweep_dir"] == str(sweep_dir)
 
     _, jobs = make_sweep(uri, "synthetic_kitti/callbacks", parent_run_id=parent, seed=3)
@@ -139,3 +139,20 @@ def test_hydra_multirun_end_to_end(sqlite_uri, tmp_path):
     table = pd.read_csv(sweep_dir / "report" / "report.csv").set_index("method")
     assert table.loc["dm3d", "delta_map"] == pytest.approx(-0.1)
     assert table.loc["dm3d", "flops_reduction"] == pytest.approx(2.0)
+
+
+def test_swept_overrides_and_job_run_names(tmp_path):
+    """The parent is named by what varies (command line and sweeper presets); each job by
+    <method>@<target> plus its own value of every other swept key."""
+    from dm3d_exp.pipeline.app import run_name
+    from dm3d_exp.pipeline.callbacks import swept_overrides
+
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"hydra": {"overrides": {"task": ["pruning.method=dm3d,lamp", "pruning.flops_target=0.5",
+                                                             "+calib.seed=8", "tracking=off"]},
+                                      "sweeper": {"params": {"seed": "1,2", "eval.split": "val"}}}})
+    assert swept_overrides(cfg) == {"pruning.method": "dm3d,lamp", "seed": "1,2"}
+    assert run_name("lamp", 0.25, ["pruning.flops_target=0.25", "calib.num_frames=32", "seed=2"],
+                    {"pruning.flops_target": "0.5,0.25", "seed": "1,2"}) == "lamp@0.25 seed=2"
+    assert run_name("lamp", 0.25, ["dataset.root=/a/very/long/path"], {}) == "lamp@0.25"

@@ -62,8 +62,11 @@ def test_methods_x_targets_multirun_on_mlflow_server(workspace, mlflow_server, t
             if k in s:
                 assert run.data.metrics[k] == pytest.approx(s[k]), k
         assert any(a.path == "summary.json" for a in client.list_artifacts(run.info.run_id))
+    assert sorted(r.info.run_name for r in children) == ["dm3d@0.25", "dm3d@0.5", "uniform@0.25", "uniform@0.5"]
     parent = client.get_run(parent_id)
     assert parent.data.tags["dm3d.role"] == "sweep"
+    assert parent.info.run_name == "pruning=dm3d,uniform pruning.flops_target=0.5,0.25"
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the runs table
     assert (tmp_path / "sweep" / "report" / "report.csv").is_file()
 
 

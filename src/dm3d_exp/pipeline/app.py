@@ -19,15 +19,24 @@ from .tracking import JobTracker, Terminated, ensure_store, flatten, terminate_o
 CONF_DIR = REPO_ROOT / "conf"
 
 
-def _hydra_runtime() -> tuple[Path, str, str | None]:
-    """(output dir, run name from overrides, parent run id when inside a multirun)."""
+def run_name(method: str, flops_target: float, job_overrides: list[str], swept: dict[str, str]) -> str:
+    """``<method>@<target>`` plus this job's value of every other swept override (e.g.
+    ``dm3d@0.25 calib.num_frames=32``): what tells a sweep's runs apart, at a glance."""
+    mine = dict(o.lstrip("+~").split("=", 1) for o in job_overrides if "=" in o)
+    extra = [f"{k}={mine[k]}" for k in swept if k not in ("pruning", "pruning.flops_target") and k in mine]
+    return " ".join([f"{method}@{flops_target:g}", *extra])
+
+
+def _hydra_runtime(conf: RunConf) -> tuple[Path, str, str | None]:
+    """(output dir, run name, parent run id when inside a tracked multirun)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from .callbacks import parent_run_id_for_job
+    from .callbacks import parent_run_id_for_job, swept_for_job
 
     hc = HydraConfig.get()
-    name = hc.job.override_dirname or "defaults"
-    parent = parent_run_id_for_job(hc.sweep.dir) if hc.mode.name == "MULTIRUN" else None
+    multirun = hc.mode.name == "MULTIRUN"
+    parent = parent_run_id_for_job(hc.sweep.dir) if multirun else None
+    name = run_name(conf.pruning.method, conf.pruning.flops_target, list(hc.overrides.task), swept_for_job(hc.sweep.dir) if multirun else {})
     return Path(hc.runtime.output_dir), name, parent
 
 
@@ -96,7 +105,8 @@ def print_table(conf: RunConf, summary: dict, out: Path, uri: str | None) -> Non
     console.print(f"stages: {times}")
     console.print(f"summary: {out / 'summary.json'}")
     if uri:
-        console.print(f"MLflow: {uri}  (open the UI: make ui, or mlflow ui --backend-store-uri {uri})")
+        console.print(f"MLflow: {uri}  (open the UI: make ui, or mlflow ui --backend-store-uri {uri}; then "
+                      "http://127.0.0.1:5000/#/experiments?workflowType=machine_learning)")
 
 
 def task(cfg: DictConfig) -> dict:
@@ -106,10 +116,10 @@ def task(cfg: DictConfig) -> dict:
     Bad input: one line on stderr, exit 2."""
     try:
         conf = validate(cfg)
-        out, run_name, parent = _hydra_runtime()
+        out, name, parent = _hydra_runtime(conf)
         uri = tracking_uri(asdict(conf.tracking), os.getcwd())
         ensure_store(uri)
-        with terminate_on_sigterm(), JobTracker(uri, conf.study, run_name, parent_run_id=parent, tags={
+        with terminate_on_sigterm(), JobTracker(uri, conf.study, name, parent_run_id=parent, tags={
                 "dm3d.method": conf.pruning.method, "dm3d.stage": conf.stage}) as tracker:
             tracker.log_params(flatten(asdict(conf)))
             summary, entries, _ = run_stages(conf, on_stage=tracker.log_metrics)

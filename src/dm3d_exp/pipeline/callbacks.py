@@ -10,13 +10,15 @@ Configured under ``hydra.callbacks`` (conf/config.yaml)::
       experiment: ${study}
 
 The launching process creates/migrates the store and the parent run before any job starts and writes the
-parent's id to ``<hydra.sweep.dir>/mlflow_parent_run_id.txt`` (first ending as KILLED the runs of the
+parent's id to ``<hydra.sweep.dir>/mlflow_parent_run_id.txt`` and what varies across the jobs to
+``swept_overrides.json`` (the parent is named by it, each job ``<method>@<target>`` plus its values) (first ending as KILLED the runs of the
 experiment that dead processes of this host left RUNNING: :func:`tracking.close_dead_runs`); jobs (possibly other processes or
 machines) read it with :func:`parent_run_id_for_job`. Hydra turns exceptions raised in callbacks into
 warnings, so a tracking failure here never stops the sweep (the jobs then log top-level runs).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -30,6 +32,7 @@ from .tracking import ROLE_TAG, close_dead_runs, ensure_store, start_run, tracki
 from ..fileio import atomic_write_text
 
 PARENT_ID_FILE = "mlflow_parent_run_id.txt"
+SWEPT_FILE = "swept_overrides.json"  # the overrides that vary across the sweep's jobs: {key: "v1,v2"}
 _MAX_RUN_NAME = 250
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,29 @@ def parent_run_id_for_job(sweep_dir) -> Optional[str]:
     except (FileNotFoundError, NotADirectoryError):
         return None
     return text or None
+
+
+def swept_overrides(config: DictConfig) -> dict[str, str]:
+    """The overrides that vary across the multirun's jobs, ``{key: "v1,v2,..."}`` in command-line order,
+    from the command line and from ``hydra.sweeper.params`` (the sweeps/ presets)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    task = [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    tokens = task + [f"{k}={v}" for k, v in params.items()]
+    out: dict[str, str] = {}
+    for o in OverridesParser.create().parse_overrides(tokens):
+        if o.is_sweep_override():
+            out[o.get_key_element().lstrip("+~")] = ",".join(str(v) for v in o.sweep_iterator())
+    return out
+
+
+def swept_for_job(sweep_dir) -> dict[str, str]:
+    """What :class:`MlflowSweepCallback` recorded as varying in ``sweep_dir`` ({} outside a tracked sweep)."""
+    try:
+        return json.loads((Path(sweep_dir) / SWEPT_FILE).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return {}
 
 
 class MlflowSweepCallback(Callback):
@@ -67,13 +93,15 @@ class MlflowSweepCallback(Callback):
             return
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         overrides = [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
-        name = " ".join(overrides) or sweep_dir.name
+        swept = swept_overrides(config)
+        name = " ".join(f"{k}={v}" for k, v in swept.items()) or f"sweep {sweep_dir.name}"
         ensure_store(uri)
         closed = close_dead_runs(uri, self.experiment)
         if closed:
             log.warning("closed %d MLflow run(s) left RUNNING by dead processes: %s", len(closed), ", ".join(closed))
         run_id = start_run(uri, self.experiment, name[:_MAX_RUN_NAME], {
             ROLE_TAG: "sweep", "dm3d.sweep_dir": str(sweep_dir), "dm3d.overrides": " ".join(overrides)})
+        atomic_write_text(sweep_dir / SWEPT_FILE, json.dumps(swept))
         atomic_write_text(sweep_dir / PARENT_ID_FILE, run_id + "\n")
         log.info("MLflow parent run %s (experiment %r, %s)", run_id, self.experiment, uri)
 

@@ -28,7 +28,8 @@ from ..errors import InputError
 ROLE_TAG = "dm3d.role"
 PARENT_TAG = "mlflow.parentRunId"
 TRUNCATED_TAG = "dm3d.truncated_params"
-OWNER_TAGS = ("dm3d.host", "dm3d.pid", "dm3d.proc_start")  # the process that owns a RUNNING run
+# MLflow 3's UI opens experiments of this kind on the runs table (model development), not the GenAI traces view
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 _TRUNCATION_MARK = "...[truncated]"
 _BAD_NAME_CHARS = re.compile(r"[^/\w.\- :]")
 
@@ -125,7 +126,7 @@ def get_or_create_experiment(client, name: str, uri: str) -> str:
             slug = re.sub(r"[^\w.-]+", "_", name).strip("_") or "experiment"
             location = str(art / f"{slug}-{hashlib.sha1(name.encode()).hexdigest()[:8]}")
         try:
-            return client.create_experiment(name, artifact_location=location)
+            return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
         except MlflowException:
             exp = client.get_experiment_by_name(name)  # another job created it first
             if exp is None:
@@ -133,6 +134,9 @@ def get_or_create_experiment(client, name: str, uri: str) -> str:
     if exp.lifecycle_stage != "active":
         raise InputError(f"MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore "
                          f"--experiment-id {exp.experiment_id}) or choose another name")
+    for k, v in EXPERIMENT_TAGS.items():  # experiments created by older versions
+        if k not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, k, v)
     return exp.experiment_id
 
 
