@@ -268,10 +268,12 @@ def _(ws, tmp):
     return rc == 0 and "measuring the distortion on" in line, f"exit {rc}: {line.strip()[-140:]}"
 
 
-@scenario("unknown config-group option / unparsable override", "exit 2, one line listing the options")
+@scenario("unknown config-group option / unparsable override / unknown key",
+          "exit 2, one line (listing the options where there are some)")
 def _(ws, tmp):
     obs, ok = [], True
-    for arg, needle in (("pruning=magic", "expected one of"), ("pruning=[bad", "cannot parse")):
+    for arg, needle in (("pruning=magic", "expected one of"), ("pruning=[bad", "cannot parse"),
+                        ("pruning.nosuch=1", "Could not override 'pruning.nosuch'")):
         rc, _, err, _ = _run([*DM3D, arg], tmp)
         o, txt = _one_line(rc, err, needle)
         ok &= o

@@ -173,6 +173,8 @@ def test_baseline_allocation_keys_leave_out_what_baselines_do_not_use():
     (["--multirun", "pruning=dm3d,magic"], "pruning='magic' is not an option"),
     (["+experiment=papr"], "experiment='papr' is not an option, expected one of: paper, quick"),
     (["pruning=[bad"], "cannot parse the overrides"),
+    (["foo=1"], "the overrides do not fit the config: Could not override 'foo'"),
+    (["--multirun", "pruning=dm3d,lamp", "pruning.nosuch=0.1,0.2"], "Could not override 'pruning.nosuch'"),
 ])
 def test_cli_refuses_unknown_group_options_before_hydra(argv, match):
     """`dm3d` checks group options itself (Hydra would exit 1): one InputError line, hence exit 2."""

@@ -158,6 +158,47 @@ def check_group_choices(argv: list[str]) -> None:
         for v in values:
             if v not in options:
                 raise InputError(f"{o.key_or_group}={v!r} is not an option, expected one of: {', '.join(options)}")
+    _check_composes(overrides)
+
+
+def _check_composes(overrides) -> None:
+    """Compose the config once with the overrides (a sweep's first value of each swept key; hydra's own
+    keys left out): a key the config does not have, or a value it cannot take, is one InputError line
+    (Hydra itself prints a multi-line report and exits 1)."""
+    from hydra import compose, initialize_config_dir
+
+    concrete = []
+    for o in overrides:
+        if o.key_or_group.startswith("hydra") or o.package is not None:
+            continue
+        if not o.is_sweep_override():
+            concrete.append(o.input_line)
+            continue
+        prefix = "++" if o.is_force_add() else "+" if o.is_add() else ""
+        concrete.append(f"{prefix}{o.key_or_group}={_text(next(iter(o.sweep_iterator())))}")
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            compose("config", overrides=concrete)
+    except Exception as e:  # ConfigCompositionException, OverrideParseException, OmegaConf errors
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = " ".join(lines[:2])
+        raise InputError(f"the overrides do not fit the config: {detail}") from None
+
+
+def _text(value) -> str:
+    """An override value as Hydra's grammar reads it back (strings quoted when they need it)."""
+    if isinstance(value, str):
+        return value if value.replace(".", "").replace("_", "").replace("-", "").replace("/", "").isalnum() \
+            else "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_text(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 def main() -> None:
