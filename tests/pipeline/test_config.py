@@ -94,6 +94,13 @@ def test_missing_checkpoint_is_a_clear_error(method):
         validate(_compose(["detector.checkpoint=null", f"pruning={method}"]))
 
 
+def test_missing_zoo_checkpoint_points_to_the_model_zoo():
+    """A model-zoo detector's checkpoint comes from the mmdet3d model zoo, not from our training recipe."""
+    with pytest.raises(InputError, match=r"mmdet3d model-zoo \.pth of pointpillars/.*detector.checkpoint=PATH\)$") as e:
+        validate(_compose(["detector=pointpillars_kitti", "dataset=kitti", "dataset.root=/data/kitti"]))
+    assert "train-reference" not in str(e.value)
+
+
 @pytest.mark.parametrize("sweep", sorted(p.stem for p in (CONF.parent / "sweeps").glob("*.yaml")))
 def test_every_sweep_value_composes_and_validates(sweep):
     """Each ready-made multirun names real config keys/options and only values the schema accepts."""

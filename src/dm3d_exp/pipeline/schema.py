@@ -54,6 +54,14 @@ class DetectorConf:
     point_cloud_range: list = field(default_factory=list)
     trust_checkpoint: bool = False  # true: unpickle detector.checkpoint without restrictions (runs its code)
 
+    @property
+    def checkpoint_hint(self) -> str:
+        """Where a missing checkpoint comes from: the mmdet3d model zoo for zoo configs, else our recipe."""
+        if self.mmdet3d_config.startswith("mmdet3d::"):
+            return (f"the mmdet3d model-zoo .pth of {self.mmdet3d_config.removeprefix('mmdet3d::')}, "
+                    "as detector.checkpoint=PATH")
+        return f"make train-reference DETECTOR={self.name}, or detector.checkpoint=PATH"
+
 
 @dataclass
 class PruningConf:
@@ -233,7 +241,7 @@ class RunConf:
                              f"expected recovery=reconstruct (the curves model the reconstruction it applies)")
         if self.detector.checkpoint is None:
             raise InputError(f"detector.checkpoint is missing for detector {self.detector.name!r}, expected a "
-                             f"trained .pth (make train-reference DETECTOR={self.detector.name}, or detector.checkpoint=PATH)")
+                             f"trained .pth ({self.detector.checkpoint_hint})")
 
 
 def validate(cfg: DictConfig) -> RunConf:

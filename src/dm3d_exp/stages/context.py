@@ -121,7 +121,7 @@ class RunContext:
         if self.checkpoint:
             if not os.path.isfile(self.checkpoint):
                 raise InputError(f"detector.checkpoint={self.conf.detector.checkpoint!r} does not exist, expected a "
-                                 f"trained .pth (make train-reference DETECTOR={self.conf.detector.name})")
+                                 f"trained .pth ({self.conf.detector.checkpoint_hint})")
             ident["checkpoint_sha256"] = file_sha256(self.checkpoint)
         return ident
 
