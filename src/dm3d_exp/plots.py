@@ -10,7 +10,7 @@ from typing import Mapping
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from .fileio import atomic_path
 
 
@@ -22,12 +22,23 @@ def _save(fig, out_png) -> Path:
     return out
 
 
+def reduction_ticks(values, decimals: int = 2) -> tuple[list[float], tuple[float, float]]:
+    """Tick positions (the distinct reductions, rounded: 2.0000029x and 2x are one tick) and x limits
+    padded by 15 % on the log scale, so that near-equal reductions sit together in the middle."""
+    v = np.asarray([x for x in values if np.isfinite(x) and x > 0], dtype=float)
+    if v.size == 0:
+        return [], (0.5, 2.0)
+    ticks = sorted({float(np.round(x, decimals)) for x in v})
+    return ticks, (float(v.min()) / 1.15, float(v.max()) * 1.15)
+
+
 def pareto_plot(df, out_png) -> Path:
     """mAP against achieved FLOPs reduction, one line per method, dense mAP as a horizontal line.
 
     ``df`` is a :func:`dm3d_exp.report.summary_table` frame: columns ``method``, ``map`` (pruned mAP),
     ``map_dense`` and ``flops_reduction`` (dense/pruned; where it is missing, ``1 / flops_ratio``).
-    The x axis is logarithmic (base 2). Rows with method ``dense`` are drawn only as the baseline.
+    The x axis is logarithmic (base 2) with a tick at each distinct reduction (:func:`reduction_ticks`);
+    every point is labelled with its mAP. Rows with method ``dense`` are drawn only as the baseline.
     """
     x = df["flops_reduction"].astype(float)
     if "flops_ratio" in df:
@@ -37,11 +48,19 @@ def pareto_plot(df, out_png) -> Path:
     ax = fig.subplots()
     for method, g in data[data["method"] != "dense"].groupby("method", sort=True):
         g = g.dropna(subset=["_x", "map"]).sort_values("_x")
-        ax.plot(g["_x"], g["map"], marker="o", label=str(method))
+        line, = ax.plot(g["_x"], g["map"], marker="o", label=str(method))
+        for xv, yv in zip(g["_x"], g["map"]):
+            ax.annotate(f"{yv:.1f}", (xv, yv), textcoords="offset points", xytext=(4, 4), fontsize="x-small",
+                        color=line.get_color())
     dense = data["map_dense"].dropna()
     if len(dense):
         ax.axhline(float(dense.mean()), color="k", linestyle="--", linewidth=1, label="dense")
+        ax.set_ylim(top=max(ax.get_ylim()[1], float(dense.mean()) * 1.05))  # the dense line inside the frame
     ax.set_xscale("log", base=2)
+    ticks, limits = reduction_ticks(data.loc[data["method"] != "dense", "_x"])
+    ax.set_xlim(*limits)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.set_xlabel("FLOPs reduction (dense / pruned)")
     ax.set_ylabel("mAP")

@@ -19,3 +19,12 @@ def test_figures_write_pngs(tmp_path, check_png):
     for out in outs:
         check_png(out)
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["bars.png", "pareto.png", "sens.png"]
+
+
+def test_reduction_ticks_merge_near_equal_reductions_and_pad_the_axis():
+    """2.0000029x and 2x (the same target, two methods) are one tick near the middle, not the two edges."""
+    ticks, (lo, hi) = plots.reduction_ticks([2.0000029, 2.0, 3.03, 4.0, float("nan")])
+    assert ticks == [2.0, 3.03, 4.0]
+    assert lo < 2.0 / 1.1 and hi > 4.0 * 1.1
+    ticks, (lo, hi) = plots.reduction_ticks([2.0000029, 2.0])
+    assert ticks == [2.0] and lo < 2.0 / 1.1 < 2.0000029 * 1.1 < hi
