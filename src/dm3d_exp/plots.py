@@ -38,7 +38,8 @@ def pareto_plot(df, out_png) -> Path:
     ``df`` is a :func:`dm3d_exp.report.summary_table` frame: columns ``method``, ``map`` (pruned mAP),
     ``map_dense`` and ``flops_reduction`` (dense/pruned; where it is missing, ``1 / flops_ratio``).
     The x axis is logarithmic (base 2) with a tick at each distinct reduction (:func:`reduction_ticks`);
-    every point is labelled with its mAP. Rows with method ``dense`` are drawn only as the baseline.
+    every point is labelled with its mAP and, where ``map_ci_low`` / ``map_ci_high`` are given, carries its
+    frame-bootstrap 95 % interval as an error bar. Rows with method ``dense`` are drawn only as the baseline.
     """
     x = df["flops_reduction"].astype(float)
     if "flops_ratio" in df:
@@ -49,6 +50,10 @@ def pareto_plot(df, out_png) -> Path:
     for method, g in data[data["method"] != "dense"].groupby("method", sort=True):
         g = g.dropna(subset=["_x", "map"]).sort_values("_x")
         line, = ax.plot(g["_x"], g["map"], marker="o", label=str(method))
+        if {"map_ci_low", "map_ci_high"} <= set(g.columns) and g["map_ci_low"].notna().any():
+            yerr = np.vstack([(g["map"] - g["map_ci_low"]).clip(lower=0), (g["map_ci_high"] - g["map"]).clip(lower=0)])
+            ax.errorbar(g["_x"], g["map"], yerr=np.nan_to_num(yerr), fmt="none", ecolor=line.get_color(),
+                        capsize=3, alpha=0.7)
         for xv, yv in zip(g["_x"], g["map"]):
             ax.annotate(f"{yv:.1f}", (xv, yv), textcoords="offset points", xytext=(4, 4), fontsize="x-small",
                         color=line.get_color())

@@ -118,8 +118,9 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     ``dense/eval/mAP``), ``map_dense`` (the run's ``dense/eval/mAP``, else the mean mAP of the
     ``dense``-method runs of the same dataset and detector), ``delta_map`` = map - map_dense,
     ``flops_reduction`` (``pruned/cost/flops_reduction``), ``flops_ratio`` (``pruned/cost/flops_ratio``;
-    both 1 for ``dense`` runs that do not log them), ``time_s`` (sum of ``time/*_s``): means over the
-    cell's runs. ``flops_target`` is the ``cost/flops_target`` metric, else the param.
+    both 1 for ``dense`` runs that do not log them), ``time_s`` (sum of ``time/*_s``), ``map_ci_low`` /
+    ``map_ci_high`` (the frame-bootstrap 95 % interval of mAP) and ``delta_ci_low`` / ``delta_ci_high``
+    (the paired interval of mAP - dense mAP, same frames and resamples): means over the cell's runs. ``flops_target`` is the ``cost/flops_target`` metric, else the param.
     """
     runs = df[df["status"] == "FINISHED"] if "status" in df else df
     if METHOD not in runs or runs.empty:
@@ -140,6 +141,10 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
         "map": dense_fill(_num(runs, MAP), dense_metric),
         "flops_reduction": dense_fill(_num(runs, "metrics.pruned/cost/flops_reduction"), 1.0),
         "flops_ratio": dense_fill(_num(runs, "metrics.pruned/cost/flops_ratio"), 1.0),
+        "map_ci_low": dense_fill(_num(runs, "metrics.pruned/eval/mAP_ci_low"), _num(runs, "metrics.dense/eval/mAP_ci_low")),
+        "map_ci_high": dense_fill(_num(runs, "metrics.pruned/eval/mAP_ci_high"), _num(runs, "metrics.dense/eval/mAP_ci_high")),
+        "delta_ci_low": _num(runs, "metrics.pruned/eval/delta_mAP_ci_low"),
+        "delta_ci_high": _num(runs, "metrics.pruned/eval/delta_mAP_ci_high"),
     })
     dense_ref = long[dense].groupby(["dataset", "detector"])["map"].mean()
     fallback = pd.Series([dense_ref.get((d, m), np.nan) for d, m in zip(long["dataset"], long["detector"])],
@@ -151,7 +156,9 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     table = long.groupby(GROUP_KEYS, dropna=False, sort=True).agg(
         runs=("run_id", "count"), map=("map", "mean"), map_dense=("map_dense", "mean"),
         delta_map=("delta_map", "mean"), flops_reduction=("flops_reduction", "mean"),
-        flops_ratio=("flops_ratio", "mean"), time_s=("time_s", "mean"))
+        flops_ratio=("flops_ratio", "mean"), time_s=("time_s", "mean"), map_ci_low=("map_ci_low", "mean"),
+        map_ci_high=("map_ci_high", "mean"), delta_ci_low=("delta_ci_low", "mean"),
+        delta_ci_high=("delta_ci_high", "mean"))
     return table.reset_index()
 
 
@@ -171,15 +178,25 @@ def markdown(table: pd.DataFrame, source: str = "") -> str:
     """The report as Markdown: a method x FLOPs-target grid of "mAP (delta)" and the full table."""
     many = table[["dataset", "detector"]].drop_duplicates().shape[0] > 1
     index = ["dataset", "detector", "method"] if many else ["method"]
-    cells = table.assign(cell=[f"{_fmt(m)} ({d:+.4f})" if not math.isnan(d) else _fmt(m)
-                               for m, d in zip(table["map"], table["delta_map"])])
+    def cell(r) -> str:
+        text = _fmt(r.map)
+        if not math.isnan(r.delta_map):
+            text += f" ({r.delta_map:+.4f}"
+            if not (math.isnan(r.delta_ci_low) or math.isnan(r.delta_ci_high)):
+                verdict = "within noise" if r.delta_ci_low <= 0 <= r.delta_ci_high else \
+                    ("loss" if r.delta_ci_high < 0 else "gain")
+                text += f", 95 % {r.delta_ci_low:+.4f} to {r.delta_ci_high:+.4f}: {verdict}"
+            text += ")"
+        return text
+
+    cells = table.assign(cell=[cell(r) for r in table.itertuples(index=False)])
     grid = cells.pivot_table(index=index, columns="flops_target", values="cell", aggfunc="first",
                              dropna=False).fillna("")
     grid.columns = [f"target {float(c):g}" for c in grid.columns]
     parts = ["# DM3D pruning report", ""]
     if source:
         parts += [f"Source: {source}", ""]
-    parts += ["## mAP (delta vs dense) by method and FLOPs target", "", _md_table(grid.reset_index()), "",
+    parts += ["## mAP (delta vs dense, with its paired frame-bootstrap interval) by method and FLOPs target", "", _md_table(grid.reset_index()), "",
               "## All cells (means over runs)", "", _md_table(table), "", "![Pareto](pareto.png)", ""]
     return "\n".join(parts)
 

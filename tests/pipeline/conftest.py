@@ -108,6 +108,11 @@ def job_metrics(rng: np.random.Generator, method: str, target: float, dense_map:
          "pruned/cost/sparsity": 0.0 if dense else rng.uniform(0.3, 0.9), "cost/flops_target": target,
          "distortion/predicted": 0.0 if dense else rng.uniform(0.01, 1.0),
          "distortion/measured": 0.0 if dense else rng.uniform(0.01, 1.0)}
+    half = rng.uniform(0.02, 0.08)  # frame-bootstrap 95 % intervals, as the evaluation logs them
+    m["pruned/eval/mAP_ci_low"], m["pruned/eval/mAP_ci_high"] = pruned_map - half, pruned_map + half
+    if not dense:
+        lo = pruned_map - dense_map - rng.uniform(0.005, 0.05)
+        m["pruned/eval/delta_mAP_ci_low"], m["pruned/eval/delta_mAP_ci_high"] = lo, lo + rng.uniform(0.01, 0.1)
     if with_dense:
         m["dense/eval/mAP"] = dense_map
     for c in CLASSES:
@@ -161,7 +166,11 @@ def expected_summary():
             out[(j["method"], j["target"])] = {
                 "runs": 1, "map": m["pruned/eval/mAP"], "map_dense": ref, "delta_map": m["pruned/eval/mAP"] - ref,
                 "flops_reduction": m["pruned/cost/flops_reduction"], "flops_ratio": m["pruned/cost/flops_ratio"],
-                "time_s": sum(m[f"time/{s}_s"] for s in STAGES)}
+                "time_s": sum(m[f"time/{s}_s"] for s in STAGES),
+                "map_ci_low": m["pruned/eval/mAP_ci_low"], "map_ci_high": m["pruned/eval/mAP_ci_high"]}
+            if j["method"] != "dense":
+                out[(j["method"], j["target"])].update(delta_ci_low=m["pruned/eval/delta_mAP_ci_low"],
+                                                       delta_ci_high=m["pruned/eval/delta_mAP_ci_high"])
         return out
 
     return expect

@@ -42,6 +42,8 @@ def test_methods_x_targets_multirun_on_mlflow_server(workspace, mlflow_server, t
         assert s["pruned/cost/flops_ratio"] > 0.5 * target  # uses the budget, not far below it
         assert s["pruned/cost/flops_reduction"] == pytest.approx(1 / s["pruned/cost/flops_ratio"])
         assert "dense/eval/mAP" in s and "pruned/eval/mAP" in s and "distortion/measured" in s
+        delta = s["pruned/eval/mAP"] - s["dense/eval/mAP"]  # the paired interval holds the observed delta
+        assert s["pruned/eval/delta_mAP_ci_low"] <= delta + 1e-9 and delta <= s["pruned/eval/delta_mAP_ci_high"] + 1e-9
     dm3d = [s for s in summaries if s["config"]["pruning"]["method"] == "dm3d"]
     # one sensitivity computation shared by the FLOPs sweep: same key, exactly one miss
     assert len({s["artifacts"]["sensitivity"]["key"] for s in dm3d}) == 1

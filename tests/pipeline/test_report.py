@@ -30,7 +30,9 @@ def test_report_matches_logged(store_uri, make_sweep, expected_summary, check_ta
     check_png(out / "pareto.png")
     md = (out / "report.md").read_text()
     dm3d_half = expected[("dm3d", 0.5)]
-    assert f"{dm3d_half['map']:.4f} ({dm3d_half['delta_map']:+.4f})" in md
+    lo, hi = dm3d_half["delta_ci_low"], dm3d_half["delta_ci_high"]
+    verdict = "within noise" if lo <= 0 <= hi else ("loss" if hi < 0 else "gain")
+    assert f"{dm3d_half['map']:.4f} ({dm3d_half['delta_map']:+.4f}, 95 % {lo:+.4f} to {hi:+.4f}: {verdict})" in md
 
     # the same runs through the parent, and the frame the notebook sees
     out2 = tmp_path / "by_parent"

@@ -4,6 +4,7 @@ summary.json / MLflow metrics (ARCHITECTURE.md): ``dense/eval/*`` and ``pruned/e
 per-class AP keys), ``pruned/cost/*`` (flops_ratio, flops_reduction, macs_dense, macs_pruned,
 params_nonzero, sparsity), ``cost/flops_target``, ``distortion/predicted``, ``distortion/measured``,
 ``time/<stage>_s`` (wall time spent in this job; stages include ``distortion``), ``cache/<stage>_hit`` and, with recovery,
+``pruned/eval/delta_mAP_ci_low/high`` (paired frame-bootstrap 95 % interval of pruned - dense mAP),
 ``pruned/recovery/*`` (layers by status, mean relative calibration error zeroed vs reconstructed, the
 seconds of reconstruction and statistics); ``allocation/reconstruction_aware`` (1 when the curves measured
 reconstructed perturbations, METHOD §11.3).
@@ -16,7 +17,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from ..fileio import atomic_write_bytes
+from ..kitti.bootstrap import paired_interval
 from ..stages import allocate, calibrate, evaluate, prune, recover, sensitivity
 from ..stages.context import RunContext
 from .cache import CacheEntry
@@ -116,6 +120,9 @@ def _summary(conf: RunConf, plan: dict, pruned: CacheEntry | None, dense_eval: d
     for prefix, ev in (("dense", dense_eval), ("pruned", pruned_eval)):
         if ev:
             out.update({f"{prefix}/eval/{k}": v for k, v in ev["eval"].items()})
+    if dense_eval and pruned_eval and "bootstrap" in dense_eval and "bootstrap" in pruned_eval:
+        low, high = paired_interval(np.asarray(pruned_eval["bootstrap"]["mAP"]), np.asarray(dense_eval["bootstrap"]["mAP"]))
+        out["pruned/eval/delta_mAP_ci_low"], out["pruned/eval/delta_mAP_ci_high"] = low, high
     out.update({f"time/{s}_s": v for s, v in tl.seconds.items()})
     out.update({f"cache/{s}_hit": float(v) for s, v in tl.hits.items()})
     return out
