@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -32,3 +33,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode())
+
+
+def file_sha256(path: str | os.PathLike, _memo: dict = {}) -> str:
+    """sha256 of a file's bytes (memoised per path, size and mtime)."""
+    st = os.stat(path)
+    memo_key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if memo_key not in _memo:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _memo[memo_key] = h.hexdigest()
+    return _memo[memo_key]

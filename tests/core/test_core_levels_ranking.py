@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from dm3d_exp.core.levels import level_counts, max_level, monotone_envelope, num_pruned
+from dm3d_exp.core.levels import level_counts, max_level, monotone_envelope
 from dm3d_exp.core.ranking import check_order, magnitude_order, mask_from_order, order_by_scores, taylor_order
 
 
@@ -14,8 +14,6 @@ def test_level_counts_are_exact_floors(num_levels, numel):
     counts = level_counts(num_levels, numel)
     expected = [math.floor(Fraction(k, num_levels) * numel) for k in range(num_levels + 1)]
     assert counts.tolist() == expected
-    assert [num_pruned(k, num_levels, numel) for k in (0, num_levels // 2, num_levels)] == [
-        expected[0], expected[num_levels // 2], expected[-1]]
 
 
 @pytest.mark.parametrize("min_density", [0.0, 0.05, 0.3333, 1.0])
@@ -28,7 +26,7 @@ def test_max_level_is_the_last_level_meeting_the_density(min_density):
 
 
 def test_level_helpers_reject_bad_values():
-    for call in (lambda: num_pruned(11, 10, 5), lambda: level_counts(0, 5), lambda: level_counts(10, 0),
+    for call in (lambda: level_counts(0, 5), lambda: level_counts(10, 0),
                  lambda: max_level(10, 5, 1.5)):
         with pytest.raises(ValueError):
             call()

@@ -8,7 +8,8 @@ import pytest
 from dm3d_exp.adapters.detector import build_detector
 from dm3d_exp.training import available_detectors, evaluate, load_config, resolve_detector
 from dm3d_exp.training.detectors import repo_root
-from dm3d_exp.training.recipe import CHECKPOINT_FILE, MANIFEST_FILE, config_sha256, headline, sha256_file
+from dm3d_exp.fileio import file_sha256
+from dm3d_exp.training.recipe import CHECKPOINT_FILE, MANIFEST_FILE, config_sha256, headline
 
 pytestmark = [pytest.mark.mmdet3d, pytest.mark.slow]
 
@@ -25,7 +26,7 @@ def test_shipped_checkpoint_reproduces_manifest(name, torch_threads):
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     spec = resolve_detector(name)
     assert spec.checkpoint == folder / CHECKPOINT_FILE
-    assert sha256_file(spec.checkpoint) == manifest["checkpoint"]["sha256"]
+    assert file_sha256(spec.checkpoint) == manifest["checkpoint"]["sha256"]
     assert config_sha256(spec.config) == manifest["config"]["sha256"], "config changed since training"
     assert spec.checkpoint.stat().st_size <= 20 * 2**20
     if manifest["data"]["generator_version"] != GENERATOR_VERSION:

@@ -10,7 +10,7 @@ import torch
 from dm3d_exp.data import SynthParams, ensure_dataset
 from dm3d_exp.adapters.detector import build_detector
 from dm3d_exp.training import TrainOptions, load_config, resolve_detector, train
-from dm3d_exp.training.recipe import sha256_file
+from dm3d_exp.fileio import file_sha256
 
 pytestmark = pytest.mark.mmdet3d
 
@@ -37,7 +37,7 @@ def test_training_smoke_and_checkpoint_round_trip(name, tiny_dataset, tmp_path):
     # published files: weights only, fp32, manifest consistent with them
     ckpt = out / "model.pth"
     assert json.loads((out / "manifest.json").read_text()) == json.loads(json.dumps(manifest))
-    assert manifest["checkpoint"]["sha256"] == sha256_file(ckpt)
+    assert manifest["checkpoint"]["sha256"] == file_sha256(ckpt)
     raw = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert set(raw) == {"meta", "state_dict"}
     assert all(v.dtype in (torch.float32, torch.int64) for v in raw["state_dict"].values())
@@ -64,7 +64,7 @@ def test_warm_start_loads_the_weights_and_records_lineage(tiny_dataset, tmp_path
     second = train(TrainOptions(**common, lr=0.0, init_from=str(init), work_dir=str(tmp_path / "w2"),
                                 out_dir=str(tmp_path / "b")))
     lineage = second["training"]["init_from"]
-    assert lineage["sha256"] == first["checkpoint"]["sha256"] == sha256_file(init)
+    assert lineage["sha256"] == first["checkpoint"]["sha256"] == file_sha256(init)
     assert lineage["total_epochs"] == 1 and second["training"]["total_epochs"] == 2
     assert lineage["val_mAP"] == first["val"]["mAP"]
     a = torch.load(init, map_location="cpu", weights_only=False)["state_dict"]

@@ -2,12 +2,27 @@
 from __future__ import annotations
 
 import functools
+import itertools
 
 import torch
 
+_SCOPES = itertools.count()
+
+
+def setup_mmdet3d() -> None:
+    """:func:`_setup_once`, then make ``mmdet3d`` the current mmengine default scope again if something
+    (an mmengine ``Runner`` of another library, a test) made another scope current since: registries
+    resolve the project's mmdet3d modules (``KittiFrameIdDataset``, ``DevkitKittiMetric``) through it."""
+    _setup_once()
+    from mmengine.registry import DefaultScope
+
+    current = DefaultScope.get_current_instance()
+    if current is None or current.scope_name != "mmdet3d":
+        DefaultScope.get_instance(f"dm3d_exp_{next(_SCOPES)}", scope_name="mmdet3d")
+
 
 @functools.cache
-def setup_mmdet3d() -> None:
+def _setup_once() -> None:
     """Register mmdet3d modules (and the project's metric), make spconv's CPU convolution race-free
     (:mod:`.spconv_cpu`) and its backward work without CUDA, and give PV-RCNN's mmcv point ops a CPU path
     (:mod:`.point_ops`).

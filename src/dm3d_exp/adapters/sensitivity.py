@@ -17,8 +17,9 @@ from torch import nn
 
 from ..core.distortion import detection_distortion, foreground_weights, probe_scalar
 from ..core.fisher import FisherCurveAccumulator, GradientMeanAccumulator, PerturbationCurveAccumulator
+from ..core.masks import apply_mask_
 from ..core.measured import measured_curves
-from ..core.ranking import magnitude_order, taylor_order
+from ..core.ranking import magnitude_order, mask_from_order, taylor_order
 from .heads import confidence_sources, head_outputs, output_group
 from .layers import weight_view
 from .reconstruct import ReconstructionSpec, record_statistics, reconstructed_perturbations
@@ -171,14 +172,14 @@ def measured_layer_curves(model: nn.Module, layers: Mapping[str, nn.Module], bat
 
 @torch.no_grad()
 def apply_levels(layers: Mapping[str, nn.Module], orders: Mapping[str, torch.Tensor], counts: Mapping[str, int]):
-    """Zero the first ``counts[name]`` weights of each layer's order in place; return the saved weights."""
+    """Zero the first ``counts[name]`` weights of each layer's order in place (the keep-mask of
+    :func:`dm3d_exp.core.ranking.mask_from_order`, baked by :func:`dm3d_exp.core.masks.apply_mask_`);
+    return the saved weights."""
     saved = {}
     for name, m in layers.items():
-        view = weight_view(m)
+        view = weight_view(m)  # may be a non-contiguous view of the parameter: masked in place
         saved[name] = view.clone()
-        flat_idx = orders[name][: int(counts.get(name, 0))]
-        idx = torch.unravel_index(flat_idx, view.shape)  # views may be non-contiguous: index, not flatten
-        view[idx] = 0
+        apply_mask_(view, mask_from_order(orders[name], tuple(view.shape), int(counts.get(name, 0))))
     return saved
 
 

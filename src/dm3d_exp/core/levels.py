@@ -12,14 +12,6 @@ def _check_levels(num_levels: int, numel: int) -> None:
         raise ValueError(f"numel={numel!r}: expected an integer >= 1")
 
 
-def num_pruned(level: int, num_levels: int, numel: int) -> int:
-    """m_k = floor(k / K * numel), computed in exact integer arithmetic as (k * numel) // K (METHOD §5)."""
-    _check_levels(num_levels, numel)
-    if int(level) != level or not 0 <= level <= num_levels:
-        raise ValueError(f"level={level!r}: expected an integer in [0, {num_levels}]")
-    return int(level) * int(numel) // int(num_levels)
-
-
 def level_counts(num_levels: int, numel: int) -> np.ndarray:
     """Vector [m_0, ..., m_K] of pruned counts m_k = (k * numel) // K, int64, nondecreasing (METHOD §5)."""
     _check_levels(num_levels, numel)

@@ -34,19 +34,6 @@ def content_key(inputs: Any) -> str:
     return hashlib.sha256(canonical_json(inputs).encode()).hexdigest()[:20]
 
 
-def file_sha256(path: str | os.PathLike, _memo: dict = {}) -> str:
-    """sha256 of a file's bytes (memoised per path, size and mtime)."""
-    st = os.stat(path)
-    memo_key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-    if memo_key not in _memo:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _memo[memo_key] = h.hexdigest()
-    return _memo[memo_key]
-
-
 # temp dir of a computation: .<key>.<pid>@<host>.<mkdtemp suffix>; without pid@host: written before owners were named
 _TEMP_DIR = re.compile(r"^\.(?P<key>[0-9a-f]+)\.(?:(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.)?[a-z0-9_]+$")
 FOREIGN_TEMP_AGE_S = 24 * 3600

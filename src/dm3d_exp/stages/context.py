@@ -14,7 +14,8 @@ from ..adapters.data import build_dataset, info_path
 from ..adapters.detector import build_detector, load_config
 from ..adapters.layers import prunable_modules
 from ..errors import InputError
-from ..pipeline.cache import StageCache, file_sha256
+from ..fileio import file_sha256
+from ..pipeline.cache import StageCache
 from ..pipeline.schema import RunConf
 
 # The source tree (conf/, checkpoints/, the mmdet3d configs): this package's clone, or $DM3D_REPO (a clone,

@@ -23,7 +23,8 @@ from ..adapters.evaluation import build_metric, evaluate_detector, headline_map
 from ..adapters.layers import prunable_modules, weight_view
 from ..adapters.sensitivity import DistortionMeter, additivity_check
 from ..core.levels import level_counts
-from ..pipeline.cache import CacheEntry, file_sha256
+from ..fileio import file_sha256
+from ..pipeline.cache import CacheEntry
 from ..pipeline.code_version import code_version
 from ..progress import progress_bar
 from . import calibrate, sensitivity

@@ -21,20 +21,11 @@ from mmengine.hooks import Hook
 
 from ..adapters.detector import build_detector
 from ..errors import InputError
-from ..fileio import atomic_write_bytes
+from ..fileio import atomic_write_bytes, file_sha256
 from .detectors import repo_root, resolve_detector
 
 CHECKPOINT_FILE = "model.pth"
 MANIFEST_FILE = "manifest.json"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def config_sha256(config: str | os.PathLike) -> str:
@@ -319,7 +310,7 @@ def train(opts: TrainOptions) -> dict:
         "val": {"split": "val", "frames": data_manifest["params"]["num_val"], **headline(rec.metrics),
                 "all": {k: float(v) for k, v in rec.metrics.items()}},
         "check_subset": {"split": "val", "first_frames": opts.check_frames, **check},
-        "checkpoint": {"file": CHECKPOINT_FILE, "sha256": sha256_file(ckpt), "bytes": ckpt.stat().st_size,
+        "checkpoint": {"file": CHECKPOINT_FILE, "sha256": file_sha256(ckpt), "bytes": ckpt.stat().st_size,
                        "params": sum(p.numel() for p in model.parameters())},
     }
     atomic_write_bytes(out_dir / MANIFEST_FILE, (json.dumps(manifest, indent=1) + "\n").encode())
@@ -334,7 +325,7 @@ def _init_record(init_from: str | None) -> dict | None:
     path = Path(init_from).expanduser()
     if not path.is_file():
         raise InputError(f"init_from={init_from!r}: no such checkpoint file")
-    out = {"file": _rel(path.absolute()), "sha256": sha256_file(path)}
+    out = {"file": _rel(path.absolute()), "sha256": file_sha256(path)}
     prior = path.parent / MANIFEST_FILE
     if prior.is_file():
         m = json.loads(prior.read_text())
