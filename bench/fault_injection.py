@@ -54,6 +54,15 @@ def _one_line(rc, err, *needles) -> tuple[bool, str]:
     return ok, f"exit {rc}, {len(lines)} error line(s): {text[:150]}"
 
 
+def _all_one_line(tmp, cases) -> tuple[bool, str]:
+    """Run each (command, needle) case: ok when every one is :func:`_one_line` with its needle."""
+    results = []
+    for cmd, needle in cases:
+        rc, _, err, _ = _run(cmd, tmp)
+        results.append(_one_line(rc, err, needle))
+    return all(ok for ok, _ in results), " | ".join(obs for _, obs in results)
+
+
 def _summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
@@ -251,13 +260,8 @@ def _(ws, tmp):
 
 @scenario("calib.num_frames / eval.num_frames larger than the split", "exit 2, one line naming the key")
 def _(ws, tmp):
-    obs, ok = [], True
-    for key in ("calib.num_frames", "eval.num_frames"):
-        rc, _, err, _ = _run(dm3d_command(ws, "pruning=uniform", f"{key}=50", "tracking=off"), tmp)
-        o, txt = _one_line(rc, err, f"{key}=50 is larger than the split")
-        ok &= o
-        obs.append(txt)
-    return ok, " | ".join(obs)
+    return _all_one_line(tmp, [(dm3d_command(ws, "pruning=uniform", f"{key}=50", "tracking=off"),
+                                f"{key}=50 is larger than the split") for key in ("calib.num_frames", "eval.num_frames")])
 
 
 @scenario("eval.distortion_frames larger than the split", "runs, with a warning saying how many frames it used")
@@ -271,50 +275,31 @@ def _(ws, tmp):
 @scenario("unknown config-group option / unparsable override / unknown key",
           "exit 2, one line (listing the options where there are some)")
 def _(ws, tmp):
-    obs, ok = [], True
-    for arg, needle in (("pruning=magic", "expected one of"), ("pruning=[bad", "cannot parse"),
-                        ("pruning.nosuch=1", "Could not override 'pruning.nosuch'")):
-        rc, _, err, _ = _run([*DM3D, arg], tmp)
-        o, txt = _one_line(rc, err, needle)
-        ok &= o
-        obs.append(txt)
-    return ok, " | ".join(obs)
+    return _all_one_line(tmp, [([*DM3D, arg], needle) for arg, needle in (
+        ("pruning=magic", "expected one of"), ("pruning=[bad", "cannot parse"),
+        ("pruning.nosuch=1", "Could not override 'pruning.nosuch'"))])
 
 
 @scenario("bad values: flops_target=1.5, recovery.damping=0, recovery=magic",
           "exit 2, one line naming key, value and what is expected")
 def _(ws, tmp):
-    obs, ok = [], True
-    for arg, needle in (("pruning.flops_target=1.5", "pruning.flops_target"),
-                        ("recovery.damping=0", "recovery.damping"), ("recovery=magic", "recovery='magic'")):
-        rc, _, err, _ = _run(dm3d_command(ws, arg, "tracking=off"), tmp)
-        o, txt = _one_line(rc, err, needle)
-        ok &= o
-        obs.append(txt)
-    return ok, " | ".join(obs)
+    return _all_one_line(tmp, [(dm3d_command(ws, arg, "tracking=off"), needle) for arg, needle in (
+        ("pruning.flops_target=1.5", "pruning.flops_target"), ("recovery.damping=0", "recovery.damping"),
+        ("recovery=magic", "recovery='magic'"))])
 
 
 @scenario("missing dataset root / missing checkpoint", "exit 2, one line naming the key")
 def _(ws, tmp):
-    obs, ok = [], True
-    for arg, needle in ((f"dataset.root={tmp / 'nowhere'}", "dataset.root"),
-                        (f"detector.checkpoint={tmp / 'missing.pth'}", "detector.checkpoint")):
-        rc, _, err, _ = _run(dm3d_command(ws, arg, "tracking=off"), tmp)
-        o, txt = _one_line(rc, err, needle)
-        ok &= o
-        obs.append(txt)
-    return ok, " | ".join(obs)
+    return _all_one_line(tmp, [(dm3d_command(ws, arg, "tracking=off"), needle) for arg, needle in (
+        (f"dataset.root={tmp / 'nowhere'}", "dataset.root"),
+        (f"detector.checkpoint={tmp / 'missing.pth'}", "detector.checkpoint"))])
 
 
 @scenario("baseline with DP-only keys (lamp + min_density / allocator)", "exit 2, one line: not used by lamp")
 def _(ws, tmp):
-    obs, ok = [], True
-    for arg in ("pruning.min_density=0.05", "pruning.allocator=lagrangian"):
-        rc, _, err, _ = _run(dm3d_command(ws, "pruning=lamp", arg, "tracking=off"), tmp)
-        o, txt = _one_line(rc, err, "is not used by pruning.method='lamp'")
-        ok &= o
-        obs.append(txt)
-    return ok, " | ".join(obs)
+    return _all_one_line(tmp, [(dm3d_command(ws, "pruning=lamp", arg, "tracking=off"),
+                                "is not used by pruning.method='lamp'")
+                               for arg in ("pruning.min_density=0.05", "pruning.allocator=lagrangian")])
 
 
 @scenario("baseline under pruning.macs_mode=density", "the budget is met in the mode asked for")
