@@ -14,7 +14,7 @@ from ..stages import allocate, sensitivity
 from ..stages.context import REPO_ROOT
 from .run import run_stages, write_summary
 from .schema import RunConf, validate
-from .tracking import JobTracker, Terminated, ensure_store, flatten, terminate_on_sigterm, tracking_uri
+from .tracking import JobTracker, Terminated, flatten, terminate_on_sigterm, tracking_uri
 
 CONF_DIR = REPO_ROOT / "conf"
 
@@ -110,7 +110,8 @@ def print_table(conf: RunConf, summary: dict, out: Path, uri: str | None) -> Non
 
 
 def task(cfg: DictConfig) -> dict:
-    """Hydra task function for one job. The tracking backend is checked before any work; the job's MLflow
+    """Hydra task function for one job. The tracking backend is checked before any work (JobTracker's entry
+    runs ``ensure_store``); the job's MLflow
     run starts with the job (params first, each stage's time as it finishes, the summary at the end) and
     ends FINISHED, FAILED (an exception, bad input included: tag ``dm3d.error``) or KILLED (Ctrl-C, SIGTERM).
     Bad input: one line on stderr, exit 2."""
@@ -118,7 +119,6 @@ def task(cfg: DictConfig) -> dict:
         conf = validate(cfg)
         out, name, parent = _hydra_runtime(conf)
         uri = tracking_uri(asdict(conf.tracking), os.getcwd())
-        ensure_store(uri)
         with terminate_on_sigterm(), JobTracker(uri, conf.study, name, parent_run_id=parent, tags={
                 "dm3d.method": conf.pruning.method, "dm3d.stage": conf.stage}) as tracker:
             tracker.log_params(flatten(asdict(conf)))
