@@ -83,7 +83,7 @@ def test_sequential_and_parallel_differ_only_after_the_first_layer(setup):
         layers = {n: m for n, m in prunable_modules(model) if n in masks}
         reconstruct_model(model, layers, masks, batches, ReconstructionSpec(layers_per_pass=per_pass))
         out[per_pass] = {n: weight_view(m).detach().clone() for n, m in layers.items()}
-    order = forward_order(dense, {n: m for n, m in prunable_modules(dense) if n in masks}, batches[0])
+    order = forward_order(dense, {n: m for n, m in prunable_modules(dense) if n in masks}, batches)
     torch.testing.assert_close(out[1][order[0]], out[10_000][order[0]])
     assert not torch.allclose(out[1][order[-1]], out[10_000][order[-1]])
 
@@ -91,7 +91,7 @@ def test_sequential_and_parallel_differ_only_after_the_first_layer(setup):
 def test_fully_pruned_and_unused_layers_are_recorded_not_nan(setup):
     dense, batches = setup
     masks = _masks(dense)
-    first = forward_order(dense, {n: m for n, m in prunable_modules(dense) if n in masks}, batches[0])[0]
+    first = forward_order(dense, {n: m for n, m in prunable_modules(dense) if n in masks}, batches)[0]
     masks[first] = torch.zeros_like(masks[first])
     model = copy.deepcopy(dense)
     layers = {n: m for n, m in prunable_modules(model) if n in masks}
@@ -235,3 +235,36 @@ def test_reconstructed_perturbations_match_parallel_reconstruction_and_lower_the
         assert aware[n][0] == 0 and aware[n][-1] == pytest.approx(zeroed[n][-1], rel=1e-9)
         lower += int(np.sum(aware[n][1:-1] < 0.9 * zeroed[n][1:-1]))
     assert lower > 0
+
+
+def test_pv_rcnn_reconstruction_keeps_every_batchs_dense_proposals():
+    """PV-RCNN's RoI head refines the *dense* model's proposals (stored per batch, heads.py). The
+    calibration passes stop early, so every batch must get its dense proposals before the first layer
+    changes; otherwise batches after the first would store the proposals of a partly pruned RPN at the
+    first pass that reaches the RoI head. RPN-side layers are pruned and reconstructed; an RoI-head layer
+    (kept whole) makes the last pass reach past the RPN."""
+    from tiny_detectors import tiny_pv_rcnn
+
+    torch.manual_seed(0)
+    dense = he_init(build_detector(tiny_pv_rcnn()))
+    points = [random_points(s, n=20000) for s in range(3)]
+    fresh = lambda model: [points_batch(model, [p]) for p in points]  # noqa: E731 - new samples, no proposals
+    reference = fresh(dense)
+    for inputs, samples in reference:
+        head_outputs(dense, inputs, samples)
+    model = copy.deepcopy(dense)
+    all_layers = dict(prunable_modules(model))
+    masks = {n: m for n, m in _masks(model, max_inputs=150).items() if n.startswith(("backbone", "neck", "rpn_head"))}
+    roi = "roi_head.bbox_head.cls_layer.3"
+    masks[roi] = torch.ones_like(weight_view(all_layers[roi]), dtype=torch.bool)
+    layers = {n: all_layers[n] for n in masks}
+    assert len(masks) >= 5
+    batches = fresh(model)
+    records = reconstruct_model(model, layers, masks, batches, ReconstructionSpec())
+    assert sum(r["status"] == "reconstructed" for r in records.values()) == len(masks) - 1
+    changed = [n for n in masks if n != roi and not torch.equal(weight_view(layers[n]), weight_view(dict(prunable_modules(dense))[n]))]
+    assert changed  # the RPN really was pruned, so its proposals would differ
+    for (_, got), (_, want) in zip(batches, reference):
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g.proposals.bboxes_3d.tensor, w.proposals.bboxes_3d.tensor)
+            torch.testing.assert_close(g.proposals.scores_3d, w.proposals.scores_3d)

@@ -100,8 +100,13 @@ class _Recorder:
             pass
 
 
-def forward_order(model: nn.Module, layers: Mapping[str, nn.Module], batch) -> list[str]:
-    """Layer names in the order their forward first runs on ``batch``; layers that never run come last."""
+def forward_order(model: nn.Module, layers: Mapping[str, nn.Module], batches: Sequence) -> list[str]:
+    """Layer names in the order their forward first runs on ``batches``; layers that never run come last.
+
+    One full forward of ``model`` per batch: run on the dense model before any layer changes, it also
+    stores each batch's frozen positions (PV-RCNN's dense proposals, :mod:`.heads`), which the
+    early-stopped calibration passes after it would otherwise take from a partly pruned model.
+    """
     seen: list[str] = []
 
     def fired(name):
@@ -111,7 +116,8 @@ def forward_order(model: nn.Module, layers: Mapping[str, nn.Module], batch) -> l
     handles = [m.register_forward_hook(lambda mod, i, o, n=n: fired(n)) for n, m in layers.items()]
     try:
         with torch.no_grad():
-            head_outputs(model, *batch)
+            for batch in batches:
+                head_outputs(model, *batch)
     finally:
         for h in handles:
             h.remove()
@@ -184,7 +190,7 @@ def reconstruct_model(model: nn.Module, layers: Mapping[str, nn.Module], masks: 
         raise ValueError(f"target={spec.target!r}: expected 'dense_weights' or 'dense_outputs'")
     if cross and (dense_model is None or dense_layers is None):
         raise ValueError("target='dense_outputs' needs the dense model and its layers")
-    names = [n for n in forward_order(model, layers, batches[0]) if n in masks]
+    names = [n for n in forward_order(model, layers, batches) if n in masks]
     step = max(1, int(spec.layers_per_pass))
     records: dict[str, dict] = {}
     for start in range(0, len(names), step):

@@ -66,21 +66,14 @@ def too_few_samples(ctx: RunContext, n_frames: int, e: ReconstructionError) -> I
                       f"{e}: use more calibration frames or sites")
 
 
-def _reconstruct(ctx: RunContext, model, layers, masks, frames) -> dict:
-    r = ctx.conf.recovery
-    ids = reconstruction_frames(ctx, frames)
-    ds = ctx.dataset(frames["split"])
-    calib_batches = list(batches(model, ds, ids))
-    dense = dense_layers = None
-    if r.target == "dense_outputs":
-        dense = ctx.model()
-        dense_layers = ctx.prunable_layers(dense)
+def _reconstruct(ctx: RunContext, model, layers, masks, calib_batches, dense) -> dict:
+    dense_layers = ctx.prunable_layers(dense) if ctx.conf.recovery.target == "dense_outputs" else None
     with progress_bar(len(masks), "recover (reconstruct)", ctx.conf.progress) as bar:
         try:
-            return recon_mod.reconstruct_model(model, layers, masks, calib_batches, reconstruction_spec(ctx), dense,
-                                               dense_layers, progress=bar.advance)
+            return recon_mod.reconstruct_model(model, layers, masks, calib_batches, reconstruction_spec(ctx),
+                                               dense if dense_layers is not None else None, dense_layers, progress=bar.advance)
         except ReconstructionError as e:
-            raise too_few_samples(ctx, len(ids), e) from None
+            raise too_few_samples(ctx, len(calib_batches), e) from None
 
 
 def _bn_reestimate(ctx: RunContext, model) -> int:
@@ -93,11 +86,7 @@ def _bn_reestimate(ctx: RunContext, model) -> int:
                                               progress=bar.advance)
 
 
-def _statcorr(ctx: RunContext, model, frames: dict) -> dict:
-    ids = reconstruction_frames(ctx, frames)
-    ds = ctx.dataset(frames["split"])
-    dense = ctx.model()
-    calib_batches = list(batches(dense, ds, ids))
+def _statcorr(ctx: RunContext, model, calib_batches, dense) -> dict:
     n_bns = len(batchnorm.batchnorm_modules(model))
     with progress_bar(n_bns, "recover (statcorr)", ctx.conf.progress) as bar:
         return batchnorm.correct_statistics(model, dense, calib_batches, progress=bar.advance)
@@ -118,8 +107,14 @@ def run(ctx: RunContext, pruned: CacheEntry, calib: CacheEntry) -> CacheEntry:
         records: dict = {}
         frames = calibrate.load_frames(calib)
         start = time.perf_counter()
+        calib_batches = dense = None
+        if r.method == "reconstruct" or r.statistics == "statcorr":  # one set of batches, one dense copy
+            ids = reconstruction_frames(ctx, frames)
+            calib_batches = list(batches(model, ctx.dataset(frames["split"]), ids))
+            if r.target == "dense_outputs" or r.statistics == "statcorr":
+                dense = ctx.model()
         if r.method == "reconstruct":
-            records = _reconstruct(ctx, model, layers, masks, frames)
+            records = _reconstruct(ctx, model, layers, masks, calib_batches, dense)
         else:
             with torch.no_grad():
                 for name, m in layers.items():
@@ -129,7 +124,7 @@ def run(ctx: RunContext, pruned: CacheEntry, calib: CacheEntry) -> CacheEntry:
         if r.statistics == "bn_reestimate":
             meta["bn_batches"] = _bn_reestimate(ctx, model)
         elif r.statistics == "statcorr":
-            corrected = _statcorr(ctx, model, frames)
+            corrected = _statcorr(ctx, model, calib_batches, dense)
             (out / "statcorr.json").write_text(json.dumps(corrected, indent=1))
             meta["statcorr_bns"] = len(corrected)
             meta["statcorr_shift_before_mean"] = float(np.mean([c["shift_before"] for c in corrected.values()])) \
