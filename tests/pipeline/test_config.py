@@ -71,6 +71,7 @@ def test_every_detector_composes_and_real_data_needs_a_root():
     ("sensitivity.perturbation=reconstructed recovery.method=none",
      "sensitivity.perturbation='reconstructed' with recovery.method='none', expected recovery=reconstruct"),
     ("sensitivity.coarse_levels=0", "sensitivity.coarse_levels=0 is out of range"),
+    ("eval.max_detections=0", r"eval.max_detections=0 is out of range, expected a value in \[1, 1000000\]"),
     ("threads=0", r"threads=0 is out of range, expected a value in \[1, 1024\]"),
     ("pruning=lamp pruning.min_density=0.05", "pruning.min_density=0.05 is not used by pruning.method='lamp', expected 0"),
     ("pruning=uniform pruning.allocator=lagrangian", "pruning.allocator='lagrangian' is not used by pruning.method="

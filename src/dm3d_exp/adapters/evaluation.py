@@ -38,19 +38,34 @@ def headline_map(metrics: dict) -> float:
     raise KeyError(f"no mAP in metric keys {sorted(metrics)[:8]}...")
 
 
+def cap_detections(sample, max_detections: int | None) -> bool:
+    """Keep a predicted sample's ``max_detections`` highest-scoring 3D detections; True if it had more."""
+    inst = sample.pred_instances_3d
+    if max_detections is None or len(inst) <= max_detections:
+        return False
+    keep = torch.topk(inst.scores_3d, max_detections).indices.sort().values
+    sample.pred_instances_3d = inst[keep]
+    return True
+
+
 @torch.no_grad()
 def evaluate_detector(model: nn.Module, dataset, indices: Sequence[int], metric, batch_size: int = 1,
-                      progress: Callable[[int], None] | None = None) -> dict[str, float]:
-    """Run ``model.test_step`` on the frames and score them with ``metric`` (mmengine BaseMetric)."""
+                      progress: Callable[[int], None] | None = None,
+                      max_detections: int | None = None) -> tuple[dict[str, float], int]:
+    """Run ``model.test_step`` on the frames and score them with ``metric`` (mmengine BaseMetric), each
+    frame's detections capped to its ``max_detections`` best by score (the detectors' own test_cfg caps
+    come first; this bounds the metric's cost for a damaged model). Returns (metrics, capped frames)."""
     from mmengine.dataset import pseudo_collate
 
     model.eval()
     metric.dataset_meta = dataset.metainfo
+    capped = 0
     for start in range(0, len(indices), batch_size):
         items = [dataset[int(i)] for i in indices[start:start + batch_size]]
         batch = pseudo_collate(items)
         outputs = model.test_step(batch)
+        capped += sum(cap_detections(o, max_detections) for o in outputs)
         metric.process(batch, [o.to_dict() for o in outputs])
         if progress:
             progress(len(items))
-    return metric.evaluate(len(indices))
+    return metric.evaluate(len(indices)), capped

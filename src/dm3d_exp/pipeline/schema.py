@@ -181,9 +181,12 @@ class EvalConf:
     additivity_checks: int = 0
     batch_size: int = 1
     bootstrap: int = 200               # frame resamples for the 95 % interval of mAP (0: off; KITTI format)
+    max_detections: Optional[int] = 500  # per-frame cap on scored detections (top by score); null: none
 
     def __post_init__(self):
         _choice("eval.split", self.split, ("train", "val"))
+        if self.max_detections is not None:
+            _range("eval.max_detections", self.max_detections, 1, 1_000_000)
         _range("eval.bootstrap", self.bootstrap, 0, 100_000)
         if self.num_frames is not None:
             _range("eval.num_frames", self.num_frames, 1, 10_000_000)

@@ -34,7 +34,7 @@ from .sensitivity import fisher_spec
 CODE = code_version(sys.modules[__name__])  # this module and everything it imports
 
 
-METRIC_KEYS = ("split", "num_frames", "batch_size", "bootstrap")  # the eval keys the metrics depend on
+METRIC_KEYS = ("split", "num_frames", "batch_size", "bootstrap", "max_detections")  # the eval keys the metrics depend on
 
 
 def cache_inputs(ctx: RunContext, checkpoint: str | None, calib: CacheEntry) -> dict:
@@ -82,9 +82,14 @@ def run(ctx: RunContext, checkpoint: str | None, calib: CacheEntry, tag: str) ->
         metric = build_metric(ctx.mmdet3d_cfg, ctx.data_root, ctx.conf.dataset.format, conf.split,
                               ctx.conf.dataset.classes, conf.bootstrap)
         with progress_bar(len(indices), f"evaluate ({tag})", ctx.conf.progress) as bar:
-            raw = evaluate_detector(model, ds, indices, metric, conf.batch_size, progress=bar.advance)
+            raw, capped = evaluate_detector(model, ds, indices, metric, conf.batch_size, progress=bar.advance,
+                                            max_detections=conf.max_detections)
+        if capped:
+            warnings.warn(f"evaluate ({tag}): {capped} of {len(indices)} frames had more than eval.max_detections="
+                          f"{conf.max_detections} detections; their lowest-scoring ones were dropped", stacklevel=2)
         metrics = {k.split("/", 1)[1] if k.startswith("Kitti metric/") else k: float(v) for k, v in raw.items()}
         metrics["mAP"] = headline_map(metrics)
+        metrics["capped_frames"] = float(capped)
         result = {"eval": metrics, "cost": measured_macs(model, calibrate.load_costs(calib)),
                   "frames": len(indices)}
         values = getattr(metric, "bootstrap_values", None)
