@@ -133,6 +133,31 @@ def paired_lines(rows: list[dict], detector: str) -> list[str]:
     return lines
 
 
+def spearman(x, y) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+    import numpy as np
+    import pandas as pd
+
+    return float(np.corrcoef(pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy())[0, 1])
+
+
+def rank_lines(rows: list[dict]) -> list[str]:
+    """Does D rank allocations? Spearman(measured D, mAP) over every cell that measures the default
+    (extended, fgnorm) distortion — all but the paper-D cells — per target and pooled; and Spearman(predicted D,
+    mAP) over the DM3D cells of that distortion. Negative = lower D, higher mAP."""
+    cells = [r for r in rows if r["method"] != "dm3d (paper D)" and r["mAP"] is not None and r["flops_target"] < 1]
+    lines = ["", "Does D rank allocations? Spearman rank correlation with mAP (negative: lower D, higher mAP; "
+             "cells of the default distortion, i.e. all but paper D):", "",
+             "| target | cells | measured D vs mAP | DM3D cells | predicted D vs mAP |", "|---|---|---|---|---|"]
+    for target in [*sorted({r["flops_target"] for r in cells}, reverse=True), "all"]:
+        sub = [r for r in cells if target == "all" or r["flops_target"] == target]
+        meas = [r for r in sub if r["D_measured"] is not None]
+        pred = [r for r in sub if r["D_predicted"] is not None and r["method"].startswith("dm3d")]
+        rho = lambda rs, key: f"{spearman([r[key] for r in rs], [r['mAP'] for r in rs]):+.2f}" if len(rs) > 2 else ""  # noqa: E731
+        lines.append(f"| {target} | {len(meas)} | {rho(meas, 'D_measured')} | {len(pred)} | {rho(pred, 'D_predicted')} |")
+    return lines
+
+
 def _fmt(v, nd=2):
     return "" if v is None else f"{v:.{nd}f}"
 
@@ -149,7 +174,7 @@ def markdown(rows: list[dict], detector: str, machine: dict) -> str:
                      f"{_fmt(r['reduction'])}x | {_fmt(r['D_predicted'], 3)} | {_fmt(r['D_measured'], 3)} | "
                      f"{t.get('sensitivity', 0):.0f} / {t.get('recover', 0):.0f} / {t.get('evaluate', 0):.0f} |")
     dense = next((r["dense_mAP"] for r in rows if r["dense_mAP"] is not None), None)
-    lines += ["", f"dense mAP: {_fmt(dense)}"] + paired_lines(rows, detector)
+    lines += ["", f"dense mAP: {_fmt(dense)}"] + paired_lines(rows, detector) + rank_lines(rows)
     return "\n".join(lines) + "\n"
 
 

@@ -55,7 +55,7 @@ PYEOF
 fi
 log "mmdet, spconv, tracking and orchestration"
 "${PIP[@]}" mmdet nuscenes-devkit numba trimesh pandas spconv cumm hydra-core omegaconf mlflow \
-  hydra-joblib-launcher hydra-submitit-launcher matplotlib rich tqdm filelock shapely
+  hydra-joblib-launcher hydra-submitit-launcher matplotlib rich tqdm filelock shapely scikit-image
 "${PIP[@]}" --no-deps mmdet3d lyft_dataset_sdk
 log "project (editable) + test tools"
 "${PIP[@]}" --no-deps -e .

@@ -41,3 +41,10 @@ def train_main(argv=None) -> None:
     from .training.cli import main
 
     _run(main, argv)
+
+
+def prepare_main(argv=None) -> None:
+    """`dm3d-prepare kitti ROOT OUT`: a real KITTI root prepared through mmdet3d's converters."""
+    from .prepare.cli import main
+
+    _run(main, argv)

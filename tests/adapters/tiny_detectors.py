@@ -2,6 +2,7 @@
 import numpy as np
 
 from dm3d_exp.adapters.detector import load_config
+from dm3d_exp.adapters.layers import he_normal_ as he_init  # noqa: F401  (re-exported for the tests)
 
 RANGE = [0.0, -6.4, -3.0, 12.8, 6.4, 1.0]
 
@@ -56,23 +57,6 @@ def tiny_pv_rcnn():
     m.rpn_head.anchor_generator.ranges = [RANGE[:2] + [-0.6] + RANGE[3:5] + [-0.6]] * 2 + [RANGE[:2] + [-1.78] + RANGE[3:5] + [-1.78]]
     m.test_cfg.rpn.update(nms_pre=200, nms_post=16, max_num=16)
     return cfg
-
-
-def he_init(model, seed=0):
-    """He-normal weights (std sqrt(2 / (taps * Cin)), through the canonical [K, Cout, Cin] view, so every
-    layout is handled alike): a randomly initialised 12-layer sparse encoder otherwise shrinks its
-    features to ~1e-6, and all heads would see zeros."""
-    import torch
-
-    from dm3d_exp.adapters.layers import prunable_modules, weight_view
-
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, module in prunable_modules(model):
-            view = weight_view(module)
-            fan_in = view.shape[0] * view.shape[2]
-            view.copy_(torch.randn(view.shape, generator=g) * (2.0 / fan_in) ** 0.5)
-    return model
 
 
 def random_points(seed, n=1500, rng_box=(0.5, -6.0, -2.5, 12.0, 6.0, 0.5)):

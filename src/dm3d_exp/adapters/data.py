@@ -11,8 +11,7 @@ from torch import nn
 from ..errors import InputError
 from .runtime import setup_mmdet3d
 
-INFO_FILES = {"kitti": "kitti_infos_{split}.pkl", "nuscenes": "nuscenes_infos_{split}.pkl",
-              "once": "once_infos_{split}.pkl"}
+INFO_FILES = {"kitti": "kitti_infos_{split}.pkl", "nuscenes": "nuscenes_infos_{split}.pkl"}
 
 
 def info_path(data_root: str | os.PathLike, fmt: str, split: str) -> str:

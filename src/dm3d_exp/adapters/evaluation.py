@@ -4,25 +4,32 @@ Only the evaluate stage imports it, so the metric code is in no other stage's co
 from __future__ import annotations
 
 import copy
+import warnings
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from . import kitti_metric  # noqa: F401  (registers DevkitKittiMetric with mmdet3d's METRICS)
+from . import kitti_metric, nuscenes_metric  # noqa: F401  (register the Devkit* metrics with mmdet3d's METRICS)
 from .data import info_path
 from .runtime import setup_mmdet3d
 
 
 def build_metric(cfg, data_root, fmt: str, split: str, classes: Sequence[str], bootstrap: int = 0):
-    """KITTI format: the devkit-exact metric (with ``bootstrap`` frame resamples of its mAP); otherwise the
-    config's own test evaluator re-rooted (no bootstrap)."""
+    """KITTI format: the devkit-exact metric (with ``bootstrap`` frame resamples of its mAP); nuScenes without
+    its tables: the devkit-function metric on the info boxes; otherwise the config's own test evaluator
+    re-rooted (no bootstrap)."""
     setup_mmdet3d()
     from mmdet3d.registry import METRICS
 
     if fmt == "kitti":
         mcfg = dict(type="DevkitKittiMetric", ann_file=info_path(data_root, fmt, split), metric="bbox",
                     classes=[c for c in ("Car", "Pedestrian", "Cyclist") if c in classes], bootstrap=bootstrap)
+    elif fmt == "nuscenes" and not any(Path(data_root).glob("v1.0-*")):
+        warnings.warn(f"{data_root} has no nuScenes tables (v1.0-*/): scoring with the devkit's functions on the "
+                      "info boxes (DevkitNuScenesMetric: mAP and TP errors, no NDS)", stacklevel=2)
+        mcfg = dict(type="DevkitNuScenesMetric", ann_file=info_path(data_root, fmt, split), classes=list(classes))
     else:
         mcfg = copy.deepcopy(cfg.test_evaluator)
         mcfg["ann_file"] = info_path(data_root, fmt, split)

@@ -40,7 +40,7 @@ class DatasetConf:
     synth: Optional[dict] = field(default_factory=dict)
 
     def __post_init__(self):
-        _choice("dataset.format", self.format, ("kitti", "nuscenes", "once"))
+        _choice("dataset.format", self.format, ("kitti", "nuscenes"))
         if self.root is None and self.synth is None:
             raise InputError(f"dataset.root is required for dataset {self.name!r} (e.g. dataset.root=/data/{self.name})")
 

@@ -29,6 +29,8 @@ CURVE_ONLY_KEYS = ("allocator", "budget_units", "min_density")  # what only the 
 
 
 def cache_inputs(ctx: RunContext, calib: CacheEntry, sens: CacheEntry | None) -> dict:
+    """Key of the allocation: calibrate and sensitivity keys, the pruning section (baselines without the
+    DP-only keys), code."""
     pruning = ctx.section("pruning")
     if pruning["method"] not in CURVE_METHODS:  # baselines: keys they do not use stay out of their key
         for key in CURVE_ONLY_KEYS:
@@ -85,6 +87,8 @@ def _baseline_counts(ctx, costs):
 
 
 def run(ctx: RunContext, calib: CacheEntry, sens: CacheEntry | None) -> CacheEntry:
+    """Per-layer pruned counts under the FLOPs budget (DP over the curves, or a baseline's rule) from the
+    calibrated costs: artifact ``allocation.json`` (layers, MACs, achieved ratio, predicted D)."""
     def compute(out: Path):
         p = ctx.conf.pruning
         costs = calibrate.load_costs(calib)
@@ -117,4 +121,5 @@ def run(ctx: RunContext, calib: CacheEntry, sens: CacheEntry | None) -> CacheEnt
 
 
 def load(entry: CacheEntry) -> dict:
+    """The allocation (``allocation.json``) of an allocate entry."""
     return json.loads((entry.path / "allocation.json").read_text())

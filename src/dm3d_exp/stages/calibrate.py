@@ -25,11 +25,14 @@ CODE = code_version(sys.modules[__name__])  # this module and everything it impo
 
 
 def cache_inputs(ctx: RunContext) -> dict:
+    """Key of the calibration: detector, dataset, calib section, numerics, code."""
     return {"detector": ctx.detector_identity, "dataset": ctx.dataset_identity, "calib": ctx.section("calib"),
             "numerics": ctx.numerics_identity, "code": CODE}
 
 
 def run(ctx: RunContext) -> CacheEntry:
+    """Seeded calibration / reference frames and every prunable layer's rulebook pair counts on the reference
+    frames (its MACs model): artifacts ``frames.json`` and ``layers.json``."""
     def compute(out: Path):
         conf = ctx.conf.calib
         ds = ctx.dataset(conf.split)
@@ -64,4 +67,5 @@ def load_costs(entry: CacheEntry) -> dict[str, LayerCost]:
 
 
 def load_frames(entry: CacheEntry) -> dict:
+    """{split, calib: frame indices, reference: frame indices} of a calibrate entry."""
     return json.loads((entry.path / "frames.json").read_text())

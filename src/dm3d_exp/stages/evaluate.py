@@ -147,4 +147,5 @@ def additivity(ctx: RunContext, sens: CacheEntry, calib: CacheEntry) -> CacheEnt
 
 
 def load(entry: CacheEntry) -> dict:
+    """``metrics.json`` of an evaluate entry: eval metrics, measured cost, frames, bootstrap resamples."""
     return json.loads((entry.path / "metrics.json").read_text())

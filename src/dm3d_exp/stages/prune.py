@@ -25,6 +25,8 @@ CODE = code_version(sys.modules[__name__])  # this module and everything it impo
 
 
 def run(ctx: RunContext, alloc: CacheEntry, sens: CacheEntry | None) -> CacheEntry:
+    """Zero each layer's allocated count of weights in its order (the sensitivity's, else magnitude): artifacts
+    ``pruned.pth`` and ``masks.npz`` (packed bits, True = kept); key: the allocation's key + code."""
     def compute(out: Path):
         plan = allocate.load(alloc)
         model = ctx.model()

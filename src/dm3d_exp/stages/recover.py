@@ -93,11 +93,14 @@ def _statcorr(ctx: RunContext, model, calib_batches, dense) -> dict:
 
 
 def cache_inputs(ctx: RunContext, pruned: CacheEntry, calib: CacheEntry) -> dict:
+    """Key of the recovery: the prune and calibrate keys, the recovery section, seed, code."""
     return {"prune": pruned.key, "calibrate": calib.key, "recovery": ctx.section("recovery"),
             "seed": ctx.conf.seed, "code": CODE}
 
 
 def run(ctx: RunContext, pruned: CacheEntry, calib: CacheEntry) -> CacheEntry:
+    """Reconstruct the kept weights and/or correct the BN statistics of the pruned model with the same
+    masks (module docstring): artifacts ``recovered.pth``, ``recovery.json`` (and ``statcorr.json``)."""
     def compute(out: Path):
         r = ctx.conf.recovery
         model = ctx.model()  # dense weights: reconstruction zeroes and re-fits them layer by layer

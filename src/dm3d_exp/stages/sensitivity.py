@@ -45,6 +45,7 @@ def effective_perturbation(ctx: RunContext) -> str:
 
 
 def fisher_spec(ctx: RunContext) -> FisherSpec:
+    """The sensitivity section as the adapters' FisherSpec (levels: measured_levels for measured curves)."""
     s = ctx.conf.sensitivity
     levels = s.measured_levels if effective_method(ctx) == "measured" else s.num_levels
     return FisherSpec(probe=s.probe, probes_per_frame=s.probes_per_frame, num_levels=levels, damping=s.damping,
@@ -53,6 +54,8 @@ def fisher_spec(ctx: RunContext) -> FisherSpec:
 
 
 def cache_inputs(ctx: RunContext, calib: CacheEntry) -> dict:
+    """Key of the curves: calibrate key, the sensitivity keys the effective method uses, prunable set, code
+    (and the reconstruction settings for reconstruction-aware curves)."""
     sens = ctx.section("sensitivity")
     sens["method"] = effective_method(ctx)
     sens.pop("measured_levels" if sens["method"] == "fisher" else "num_levels")
@@ -68,6 +71,8 @@ def cache_inputs(ctx: RunContext, calib: CacheEntry) -> dict:
 
 
 def run(ctx: RunContext, calib: CacheEntry) -> CacheEntry:
+    """Per-layer distortion curves delta_l(k) and intra-layer orders on the calibration frames (METHOD §4-6,
+    §11.3): artifacts ``curves.npz`` and ``orders.npz``."""
     def compute(out: Path):
         spec = fisher_spec(ctx)
         model = ctx.model()

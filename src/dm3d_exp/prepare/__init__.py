@@ -1,0 +1,1 @@
+"""Preparing real datasets for dm3d (``dm3d-prepare``)."""
