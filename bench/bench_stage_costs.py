@@ -280,18 +280,19 @@ def _plot(growth, path: Path) -> None:
     cp = DETECTORS[1]
     base = next(r for r in growth if r["growth"] == "model" and r["detector"] == cp)
     series = {
-        "frames N": [(r["frames"], r["seconds"]) for r in growth if r["detector"] == cp and
-                     (r["growth"] == "frames" or r is base)],
+        "frames N": [(r["frames"], r["seconds"]) for r in growth if r["detector"] == cp and r["growth"] == "frames"],
         "levels K": [(r.get("levels", 1000), r["seconds"]) for r in growth if r["growth"] == "levels" or r is base],
         "points per frame (fraction)": [(1.0 / r.get("thin", 1), r["seconds"]) for r in growth
                                         if r["growth"] == "points" or r is base],
         "prunable weights (PP, CP, 2x CP)": [(r["weights"], r["seconds"]) for r in growth if r["growth"] == "model"],
     }
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    lo, hi = min(r["seconds"] for r in growth) / 2, max(r["seconds"] for r in growth) * 2  # one scale: flat is flat
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8), sharey=True)
     for ax, (label, pts) in zip(axes, series.items()):
         pts = sorted(pts)
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         ax.loglog(xs, ys, "o-")
+        ax.set_ylim(lo, hi)
         ax.set_xlabel(label)
         ax.set_ylabel("Fisher curves, s (1 thread)")
         ax.grid(True, which="both", alpha=0.3)
