@@ -25,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import InputError
 
 KITTI_IMAGE_SHAPE = (375, 1242)  # (height, width) of most KITTI object images (a few are 370-376 x 1224-1242)
@@ -138,7 +140,8 @@ def _link_training(root: Path, stage: Path, layout: dict) -> None:
 
 @contextlib.contextmanager
 def _quiet():
-    """The converters print per-step progress bars and notices: keep them off the user's terminal."""
+    """Drop the converters' print() notices (file names, warnings meant for their own CLI); their mmengine
+    progress bars write to the terminal's stdout directly and stay visible."""
     with contextlib.redirect_stdout(io.StringIO()):
         yield
 
@@ -155,8 +158,6 @@ def _v1_infos(kitti_converter, kitti_data_utils, stage: Path, ids: list[str], la
                                                       with_imageshape=False, num_worker=1)
     finally:
         kitti_data_utils.get_image_path = real_get_image_path
-    import numpy as np
-
     for info in infos:
         frame = f"{info['image']['image_idx']:06d}"
         shape = layout["images"].get(frame) or KITTI_IMAGE_SHAPE
