@@ -239,7 +239,6 @@ class ConvTransposeView(ConvView):
                          tuple(w.shape[2:]))
 
 
-@functools.cache
 @torch.no_grad()
 def he_normal_(model: nn.Module, seed: int = 0) -> nn.Module:
     """He-normal weights for every prunable layer, std sqrt(2 / (taps * Cin)) through the canonical
@@ -253,6 +252,7 @@ def he_normal_(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+@functools.cache
 def _spconv_module_types() -> tuple[type, ...]:
     """spconv 2's SparseConvolution and mmcv's spconv-1 port (used by mmdet3d when spconv is absent)."""
     types = []
