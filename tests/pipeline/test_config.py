@@ -73,9 +73,9 @@ def test_every_detector_composes_and_real_data_needs_a_root():
     ("sensitivity.coarse_levels=0", "sensitivity.coarse_levels=0 is out of range"),
     ("eval.max_detections=0", r"eval.max_detections=0 is out of range, expected a value in \[1, 1000000\]"),
     ("threads=0", r"threads=0 is out of range, expected a value in \[1, 1024\]"),
-    ("pruning=lamp pruning.min_density=0.05", "pruning.min_density=0.05 is not used by pruning.method='lamp', expected 0"),
+    ("pruning=lamp pruning.min_density=0.05", "pruning.min_density=0.05 is not used by pruning.method='lamp', expected 0.0 .only dm3d, rd_measured read it."),
     ("pruning=uniform pruning.allocator=lagrangian", "pruning.allocator='lagrangian' is not used by pruning.method="
-                                                     "'uniform', expected dp"),
+                                                     "'uniform', expected 'dp' .only dm3d, rd_measured"),
 ])
 def test_schema_rejects_bad_values_with_one_line(override, match):
     with pytest.raises(InputError, match=match) as err:

@@ -17,9 +17,8 @@ import torch
 
 from .levels import monotone_envelope
 from .macs import LayerCost, mode_prefix_macs
+from .methods import METHODS, Method, get_method, register_method
 from .ranking import magnitude_order
-
-METHODS = ("uniform", "uniform_plus", "global_magnitude", "lamp", "erk")
 
 
 @dataclass(frozen=True)
@@ -138,21 +137,38 @@ def global_threshold_counts(
     return CountAllocation(counts, np.array([p[m] for p, m in zip(prefix, counts)]))
 
 
+register_method(Method("uniform", "the same sparsity in every layer",
+                       rule=lambda sorted_abs, prefix, costs, budget: uniform_counts(prefix, budget)))
+register_method(Method("uniform_plus", "uniform, first layer dense, last layer at least 20 % dense",
+                       rule=lambda sorted_abs, prefix, costs, budget: uniform_counts(
+                           prefix, budget, first_dense=True, last_min_density=0.2)))
+register_method(Method("global_magnitude", "one global |w| threshold",
+                       rule=lambda sorted_abs, prefix, costs, budget: global_threshold_counts(sorted_abs, prefix, budget)))
+register_method(Method("lamp", "one global LAMP-score threshold",
+                       rule=lambda sorted_abs, prefix, costs, budget: global_threshold_counts(
+                           [lamp_scores(a) for a in sorted_abs], prefix, budget)))
+register_method(Method("erk", "Erdos-Renyi-kernel densities, one scale",
+                       rule=lambda sorted_abs, prefix, costs, budget: erk_counts(prefix, costs, budget)))
+
+
 def baseline_counts(
     method: str,
     weights: Sequence[torch.Tensor],
     costs: Sequence[LayerCost],
     budget: float,
-    last_min_density: float = 0.2,
     macs_mode: str = "tap_aware",
 ) -> CountAllocation:
-    """Pruned counts per layer (magnitude-order prefixes) for one METHOD §9 baseline at a prunable-MACs budget,
-    MACs counted in ``macs_mode`` (tap_aware | density, :func:`~dm3d_exp.core.macs.mode_prefix_macs`).
-
-    uniform | uniform_plus | global_magnitude (global |w| threshold) | lamp (global LAMP-score threshold) | erk.
+    """Pruned counts per layer (magnitude-order prefixes) for one METHOD §9 baseline (a registered method
+    with a ``rule``) at a prunable-MACs budget, MACs counted in ``macs_mode`` (tap_aware | density,
+    :func:`~dm3d_exp.core.macs.mode_prefix_macs`).
     """
-    if method not in METHODS:
-        raise ValueError(f"method={method!r}: expected one of {METHODS}")
+    try:
+        rule = get_method(method).rule
+    except KeyError as e:
+        raise ValueError(str(e.args[0])) from None
+    if rule is None:
+        rules = [name for name, m in METHODS.items() if m.rule]
+        raise ValueError(f"method={method!r} has no baseline rule: expected one of {rules}")
     if len(weights) != len(costs) or not costs:
         raise ValueError(f"{len(weights)} weights and {len(costs)} costs: expected the same non-zero number of layers")
     for w, c in zip(weights, costs):
@@ -160,12 +176,5 @@ def baseline_counts(
             raise ValueError(f"{c.name}: weight shape {tuple(w.shape)}: expected {c.shape}")
     orders = [magnitude_order(w) for w in weights]
     prefix = [mode_prefix_macs(c, o, macs_mode) for c, o in zip(costs, orders)]
-    if method == "uniform":
-        return uniform_counts(prefix, budget)
-    if method == "uniform_plus":
-        return uniform_counts(prefix, budget, first_dense=True, last_min_density=last_min_density)
-    if method == "erk":
-        return erk_counts(prefix, costs, budget)
     sorted_abs = [w.detach().abs().reshape(-1)[o].to(torch.float64).cpu().numpy() for w, o in zip(weights, orders)]
-    scores = sorted_abs if method == "global_magnitude" else [lamp_scores(a) for a in sorted_abs]
-    return global_threshold_counts(scores, prefix, budget)
+    return rule(sorted_abs, prefix, costs, budget)

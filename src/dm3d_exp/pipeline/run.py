@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..core.methods import get_method
 from ..fileio import atomic_write_bytes
 from ..kitti.bootstrap import paired_interval
 from ..stages import allocate, calibrate, evaluate, prune, recover, sensitivity
@@ -61,7 +62,7 @@ def run_stages(conf: RunConf, on_stage: Callable[[dict], None] | None = None
     entries: dict[str, CacheEntry] = {}
     entries["calibrate"] = calib = tl.run("calibrate", calibrate.run, ctx)
     sens = None
-    if _wanted(conf, "sensitivity") and conf.pruning.method in allocate.CURVE_METHODS:
+    if _wanted(conf, "sensitivity") and get_method(conf.pruning.method).curves:
         entries["sensitivity"] = sens = tl.run("sensitivity", sensitivity.run, ctx, calib)
     if not _wanted(conf, "allocate"):
         return {}, entries, tl
@@ -69,9 +70,10 @@ def run_stages(conf: RunConf, on_stage: Callable[[dict], None] | None = None
     if not _wanted(conf, "prune"):
         return _summary(conf, allocate.load(alloc), None, None, None, tl), entries, tl
     entries["prune"] = pruned = tl.run("prune", prune.run, ctx, alloc, sens)
-    ckpt = str(pruned.path / "pruned.pth") if conf.pruning.method != "dense" else ctx.checkpoint
+    prunes = get_method(conf.pruning.method).prunes
+    ckpt = str(pruned.path / "pruned.pth") if prunes else ctx.checkpoint
     recovered = None
-    if _wanted(conf, "recover") and conf.recovery.enabled and conf.pruning.method != "dense":
+    if _wanted(conf, "recover") and conf.recovery.enabled and prunes:
         entries["recover"] = recovered = tl.run("recover", recover.run, ctx, pruned, calib)
         ckpt = str(recovered.path / "recovered.pth")
     if not _wanted(conf, "evaluate"):
@@ -79,7 +81,7 @@ def run_stages(conf: RunConf, on_stage: Callable[[dict], None] | None = None
     entries["evaluate_dense"] = dense_eval = tl.run("evaluate", evaluate.run, ctx, ctx.checkpoint, calib, "dense")
     entries["evaluate"] = pruned_eval = tl.run("evaluate", evaluate.run, ctx, ckpt, calib, "pruned")
     dist = add = None
-    if conf.eval.distortion_frames and conf.pruning.method != "dense":
+    if conf.eval.distortion_frames and prunes:
         entries["distortion"] = dist = tl.run("distortion", evaluate.distortion, ctx, ckpt, calib)
     if conf.eval.additivity_checks and sens is not None:
         entries["additivity"] = add = tl.run("additivity", evaluate.additivity, ctx, sens, calib)

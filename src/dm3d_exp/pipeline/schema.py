@@ -12,10 +12,10 @@ from typing import Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ..core import methods as _methods
 from ..errors import InputError
 
-METHODS = ("dm3d", "rd_measured", "uniform", "uniform_plus", "global_magnitude", "lamp", "erk", "dense")
-CURVE_METHODS = ("dm3d", "rd_measured")  # the methods allocated by the DP over distortion curves
+METHODS = _methods.METHODS.names()  # the registered pruning methods (core/methods.py)
 STAGES = ("all", "calibrate", "sensitivity", "allocate", "prune", "recover", "evaluate")
 
 
@@ -76,19 +76,19 @@ class PruningConf:
 
     def __post_init__(self):
         _choice("pruning.method", self.method, METHODS)
+        method = _methods.get_method(self.method)
         _range("pruning.flops_target", self.flops_target, 0.0, 1.0, lo_open=True)
         _choice("pruning.denominator", self.denominator, ("whole", "prunable"))
         _choice("pruning.macs_mode", self.macs_mode, ("tap_aware", "density"))
         _choice("pruning.allocator", self.allocator, ("dp", "lagrangian"))
         _range("pruning.budget_units", self.budget_units, 10, 10_000_000)
         _range("pruning.min_density", self.min_density, 0.0, 1.0, hi_open=True)
-        if self.method not in CURVE_METHODS:  # the baselines match one global parameter instead
-            if self.min_density > 0:
-                raise InputError(f"pruning.min_density={self.min_density} is not used by pruning.method="
-                                 f"{self.method!r}, expected 0 (only dm3d and rd_measured have a per-layer floor)")
-            if self.allocator != "dp":
-                raise InputError(f"pruning.allocator={self.allocator!r} is not used by pruning.method="
-                                 f"{self.method!r}, expected dp (the allocator of dm3d and rd_measured)")
+        for key, default in _methods.OPTIONAL_SETTINGS.items():  # a setting the method ignores must stay default
+            value = getattr(self, key)
+            if key not in method.honours and key not in _methods.PRECISION_SETTINGS and value != default:
+                readers = [n for n, m in _methods.METHODS.items() if key in m.honours]
+                raise InputError(f"pruning.{key}={value!r} is not used by pruning.method={self.method!r}, "
+                                 f"expected {default!r} (only {', '.join(readers)} read it)")
 
 
 @dataclass
@@ -235,7 +235,7 @@ class RunConf:
                 and self.recovery.num_frames > self.calib.num_frames):
             raise InputError(f"recovery.num_frames={self.recovery.num_frames} is larger than calib.num_frames="
                              f"{self.calib.num_frames}, expected at most the calibration frames")
-        measured = self.sensitivity.method == "measured" or self.pruning.method == "rd_measured"
+        measured = self.sensitivity.method == "measured" or _methods.get_method(self.pruning.method).curves == "measured"
         if self.sensitivity.perturbation == "reconstructed" and measured:
             raise InputError("sensitivity.perturbation='reconstructed' with measured curves, expected "
                              "sensitivity.method=fisher (reconstruction-aware curves are Fisher curves)")

@@ -1,7 +1,8 @@
 """Stage 3 — allocate: pruned weights per layer meeting the FLOPs target (METHOD.md §8-9).
 
-dm3d / rd_measured: exact DP (or the Lagrangian ablation) over the sensitivity curves with tap-aware
-level costs; baselines: magnitude-order prefixes matched to the same budget by bisection; dense: none.
+Methods come from the registry (core/methods.py): those with curves (dm3d, rd_measured) get the exact DP
+(or the Lagrangian ablation) over the sensitivity curves with tap-aware level costs; baselines their
+rule's magnitude-order prefixes matched to the same budget; dense prunes nothing.
 Artifact: ``allocation.json`` with per-layer pruned counts, sparsity and MACs, totals and predictions.
 """
 from __future__ import annotations
@@ -14,26 +15,26 @@ from pathlib import Path
 from ..adapters.layers import weight_view
 from ..core.allocate import dp_allocate, lagrangian_allocate
 from ..core.baselines import baseline_counts
+from ..core.methods import OPTIONAL_SETTINGS, get_method
 from ..core.levels import level_counts, max_level
 from ..core.macs import level_costs, prefix_macs, prunable_budget, summarize_macs
 from ..core.ranking import magnitude_order
 from ..errors import InputError
 from ..pipeline.cache import CacheEntry
 from ..pipeline.code_version import code_version
-from ..pipeline.schema import CURVE_METHODS
 from . import calibrate, sensitivity
 from .context import RunContext
 
 CODE = code_version(sys.modules[__name__])  # this module and everything it imports
-CURVE_ONLY_KEYS = ("allocator", "budget_units", "min_density")  # what only the DP over curves uses
 
 
 def cache_inputs(ctx: RunContext, calib: CacheEntry, sens: CacheEntry | None) -> dict:
-    """Key of the allocation: calibrate and sensitivity keys, the pruning section (baselines without the
-    DP-only keys), code."""
+    """Key of the allocation: calibrate and sensitivity keys, the pruning section (without the optional
+    settings the method does not honour), code."""
     pruning = ctx.section("pruning")
-    if pruning["method"] not in CURVE_METHODS:  # baselines: keys they do not use stay out of their key
-        for key in CURVE_ONLY_KEYS:
+    honours = get_method(pruning["method"]).honours
+    for key in OPTIONAL_SETTINGS:  # settings the method does not read stay out of its key
+        if key not in honours:
             pruning.pop(key)
     return {"calibrate": calib.key, "sensitivity": sens.key if sens else None, "pruning": pruning, "code": CODE}
 
@@ -75,7 +76,7 @@ def _baseline_counts(ctx, costs):
     names = list(layers)
     views = [weight_view(layers[n]).detach() for n in names]
     orders = {n: magnitude_order(v) for n, v in zip(names, views)}
-    if ctx.conf.pruning.method == "dense":
+    if not get_method(ctx.conf.pruning.method).prunes:
         return {n: 0 for n in names}, orders
     budget = _budget(ctx, costs, names)
     try:
@@ -93,7 +94,7 @@ def run(ctx: RunContext, calib: CacheEntry, sens: CacheEntry | None) -> CacheEnt
         p = ctx.conf.pruning
         costs = calibrate.load_costs(calib)
         predicted, chosen_levels = None, None
-        if p.method in CURVE_METHODS:
+        if get_method(p.method).curves:
             counts, orders, predicted, chosen_levels = _curve_counts(ctx, costs, sens)
         else:
             counts, orders = _baseline_counts(ctx, costs)

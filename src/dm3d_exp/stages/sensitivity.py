@@ -19,6 +19,7 @@ import torch
 from ..adapters.data import batches
 from ..adapters.sensitivity import (DistortionSpec, FisherSpec, fisher_curves, intra_layer_orders,
                                     measured_layer_curves, reconstructed_fisher_curves)
+from ..core.methods import get_method
 from ..core.reconstruct import ReconstructionError
 from ..pipeline.cache import CacheEntry
 from ..pipeline.code_version import code_version
@@ -31,7 +32,7 @@ CODE = code_version(sys.modules[__name__])  # this module and everything it impo
 
 def effective_method(ctx: RunContext) -> str:
     """'measured' for pruning.method=rd_measured, else sensitivity.method."""
-    return "measured" if ctx.conf.pruning.method == "rd_measured" else ctx.conf.sensitivity.method
+    return "measured" if get_method(ctx.conf.pruning.method).curves == "measured" else ctx.conf.sensitivity.method
 
 
 def effective_perturbation(ctx: RunContext) -> str:
