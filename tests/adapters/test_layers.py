@@ -74,3 +74,41 @@ def test_grouped_conv_spec_counts_per_group_channels():
 def test_prunable_modules_finds_conv_linear_only():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2))
     assert [n for n, _ in prunable_modules(model)] == ["0", "4"]
+
+
+def test_layer_types_are_named_and_neither_a_name_nor_a_module_is_claimed_twice():
+    from dm3d_exp.adapters import layers
+
+    assert {"linear", "conv", "conv_transpose", "spconv"} <= set(layers.LAYER_TYPES.names())
+    with pytest.raises(ValueError, match="layer type 'conv' is already registered"):
+        layers.register_layer_type("conv", lambda: (nn.Conv2d,))(type("Again", (), {}))
+
+    class Bilinear(nn.Linear):  # a subclass of a registered type is that type
+        pass
+
+    assert layer_spec(Bilinear(3, 2)).kind == "linear"
+    # a second type claiming nn.Linear modules: the lookup refuses instead of letting one silently win
+    layers.register_layer_type("test_linear_twin", lambda: (nn.Linear,))(type("Twin", (), {}))
+    try:
+        with pytest.raises(TypeError, match=r"Linear is matched by layer types \['linear', 'test_linear_twin'\]"):
+            layer_spec(nn.Linear(3, 2))
+    finally:
+        layers.LAYER_TYPES._entries.pop("test_linear_twin")
+        layers._type_of.cache_clear()
+    assert layer_spec(nn.Linear(3, 2)).kind == "linear"
+
+
+def test_every_dense_type_counts_its_own_pairs():
+    """n_j per tap from one forward: Conv = output sites, ConvTranspose = input sites, Linear = rows."""
+    from dm3d_exp.adapters.layers import layer_pairs
+
+    x = torch.randn(2, 3, 5, 7)
+    conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+    y = conv(x)
+    assert list(layer_pairs(conv, (x,), y)) == [2.0 * 3 * 4] * 9
+    convt = nn.ConvTranspose2d(3, 4, 2, stride=2)
+    assert list(layer_pairs(convt, (x,), convt(x))) == [2.0 * 5 * 7] * 4
+    lin = nn.Linear(7, 2)
+    assert list(layer_pairs(lin, (x,), lin(x))) == [2.0 * 3 * 5]
+    with pytest.raises(TypeError, match="no layer type registered for BatchNorm2d; registered: linear, conv"):
+        layer_pairs(nn.BatchNorm2d(3), (x,), x)

@@ -1,4 +1,6 @@
-"""Canonical weight views of prunable layers, one adapter per layer type (Torch-Pruning-style registry).
+"""Prunable layer types, one registered class per type (:data:`LAYER_TYPES`, Torch-Pruning-style): each owns
+its canonical weight view, MACs spec, per-tap pair counts, im2col and outputs (``register_layer_type``).
+A new layer type is one class here (or in its own module, imported by ``adapters.runtime``) and its test.
 
 Every prunable layer is seen by the core as a tensor ``w`` of shape [K, Cout, Cin] (K kernel taps /
 offsets) that is a *view* of the module's weight, so masking the view masks the module (METHOD.md §7).
@@ -18,12 +20,15 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
+
+import numpy as np
 
 import torch
 from torch import nn
 
-from .spconv_pairs import rulebook
+from ..core.registry import Registry
+from .spconv_pairs import rulebook, tap_pair_counts
 
 
 @dataclass(frozen=True)
@@ -38,41 +43,50 @@ class LayerSpec:
     kernel: tuple[int, ...] = ()  # kernel dims (product = taps); () for Linear
 
 
-_VIEWS: list[tuple[Callable[[nn.Module], bool], type]] = []
+LAYER_TYPES: Registry[type] = Registry("layer type")
 
 
-def register_layer_view(matches: Callable[[nn.Module], bool]):
-    """Register a layer-type class for modules where ``matches(module)`` is true; later wins.
+def register_layer_type(name: str, module_types: Callable[[], tuple[type, ...]]):
+    """Register a layer-type class under ``name`` for modules that are instances of ``module_types()`` (a
+    callable, so optional libraries are imported lazily). A taken name is refused, and a module matched by
+    two registered types is an error when it is looked up (no registration silently wins).
 
     The class owns everything about its type as static methods: ``view(m)`` (canonical [K, Cout, Cin]),
-    ``spec(m)`` (:class:`LayerSpec`), ``im2col(m, inputs, output, partner)`` (calibration inputs
-    [n_sites, K*Cin], columns in (tap, cin) order) and ``outputs(m, output)`` ([n_sites, Cout], bias
-    removed): ``im2col(...) @ rows(view).T == outputs(...)`` (METHOD §11.1).
+    ``spec(m)`` (:class:`LayerSpec`), ``pairs(m, inputs, output, partner)`` (per-tap pair counts n_j of one
+    forward, METHOD §7), ``im2col(m, inputs, output, partner)`` (calibration inputs [n_sites, K*Cin],
+    columns in (tap, cin) order), ``outputs(m, output)`` ([n_sites, Cout], bias removed):
+    ``im2col(...) @ rows(view).T == outputs(...)`` (METHOD §11.1); optionally ``partner(m, modules)``,
+    the module whose pairs ``m`` reuses (a SparseInverseConv3d's SparseConv3d).
     """
 
     def deco(cls):
-        _VIEWS.insert(0, (matches, cls))
+        cls.name, cls.module_types = name, staticmethod(module_types)
+        LAYER_TYPES.add(name, cls)
+        _type_of.cache_clear()
         return cls
 
     return deco
 
 
-def _lookup(module: nn.Module):
-    for matches, cls in _VIEWS:
-        if matches(module):
-            return cls
-    return None
+@functools.cache
+def _type_of(module_class: type):
+    found = [cls for _, cls in LAYER_TYPES.items() if issubclass(module_class, cls.module_types())]
+    if len(found) > 1:
+        raise TypeError(f"{module_class.__name__} is matched by layer types {[c.name for c in found]}: "
+                        f"expected exactly one")
+    return found[0] if found else None
 
 
 def _registered(module: nn.Module):
-    cls = _lookup(module)
+    cls = _type_of(type(module))
     if cls is None:
-        raise TypeError(f"no layer view registered for {type(module).__name__}")
+        raise TypeError(f"no layer type registered for {type(module).__name__}; registered: "
+                        f"{', '.join(LAYER_TYPES.names())}")
     return cls
 
 
 def is_prunable(module: nn.Module) -> bool:
-    return _lookup(module) is not None
+    return _type_of(type(module)) is not None
 
 
 def weight_view(module: nn.Module, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -100,6 +114,22 @@ def layer_im2col(module: nn.Module, inputs: tuple, output, partner: nn.Module | 
     """Calibration inputs [n_sites, K*Cin] of one forward (the arguments of a forward hook); ``partner``:
     the SparseConv3d whose rulebook a SparseInverseConv3d reuses (same indice_key)."""
     return _registered(module).im2col(module, inputs, output, partner)
+
+
+def layer_pairs(module: nn.Module, inputs: tuple, output, partner: nn.Module | None = None) -> np.ndarray:
+    """Per-tap pair counts n_j [K] of one forward (the arguments of a forward hook), METHOD §7."""
+    return np.asarray(_registered(module).pairs(module, inputs, output, partner), dtype=np.float64)
+
+
+def layer_partners(model: nn.Module, layers: Mapping[str, nn.Module]) -> dict[str, nn.Module]:
+    """For every layer of ``layers`` whose type reuses another module's pairs, that module of ``model``."""
+    modules = list(model.modules())
+    found = {}
+    for name, m in layers.items():
+        partner = getattr(_registered(m), "partner", None)
+        if partner is not None and (p := partner(m, modules)) is not None:
+            found[name] = p
+    return found
 
 
 def layer_outputs(module: nn.Module, output) -> torch.Tensor:
@@ -181,8 +211,8 @@ def prunable_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
             yield name, module
 
 
-@register_layer_view(lambda m: isinstance(m, nn.Linear))
-class LinearView:
+@register_layer_type("linear", lambda: (nn.Linear,))
+class LinearType:
     @staticmethod
     def view(m):
         return m.weight.unsqueeze(0)
@@ -190,6 +220,12 @@ class LinearView:
     @staticmethod
     def spec(m):
         return LayerSpec("linear", 1, m.out_features, m.in_features)
+
+    @staticmethod
+    def pairs(m, inputs, output, partner=None):
+        """One tap; a pair per input row."""
+        x = inputs[0]
+        return [x.numel() / x.shape[-1]]
 
     @staticmethod
     def im2col(m, inputs, output, partner=None):
@@ -200,8 +236,8 @@ class LinearView:
         return _without_bias(m, output.reshape(-1, m.out_features))
 
 
-@register_layer_view(lambda m: isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)))
-class ConvView:
+@register_layer_type("conv", lambda: (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+class ConvType:
     @staticmethod
     def view(m):
         w = m.weight
@@ -211,6 +247,11 @@ class ConvView:
     def spec(m):
         w = m.weight
         return LayerSpec("conv", math.prod(w.shape[2:]), w.shape[0], w.shape[1], m.groups, tuple(w.shape[2:]))
+
+    @staticmethod
+    def pairs(m, inputs, output, partner=None):
+        """Every tap pairs every output site (zero padding counted): n_j = N * prod(output spatial)."""
+        return [float(output.shape[0] * math.prod(output.shape[2:]))] * math.prod(m.weight.shape[2:])
 
     transposed = False
 
@@ -223,9 +264,15 @@ class ConvView:
         return _dense_outputs(m, output)
 
 
-@register_layer_view(lambda m: isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)))
-class ConvTransposeView(ConvView):
+@register_layer_type("conv_transpose", lambda: (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
+class ConvTransposeType(ConvType):
     transposed = True
+
+    @staticmethod
+    def pairs(m, inputs, output, partner=None):
+        """Every tap pairs every input site: n_j = N * prod(input spatial)."""
+        x = inputs[0]
+        return [float(x.shape[0] * math.prod(x.shape[2:]))] * math.prod(m.weight.shape[2:])
 
     @staticmethod
     def view(m):
@@ -291,8 +338,8 @@ def spconv_kind(m: nn.Module) -> str:
     return "sparse_conv"
 
 
-@register_layer_view(lambda m: bool(_spconv_module_types()) and isinstance(m, _spconv_module_types()))
-class SpconvView:
+@register_layer_type("spconv", _spconv_module_types)
+class SpconvType:
     @staticmethod
     def view(m):
         w, layout = m.weight, spconv_layout(m)
@@ -307,6 +354,34 @@ class SpconvView:
     def spec(m):
         return LayerSpec(spconv_kind(m), math.prod(m.kernel_size), m.out_channels, m.in_channels,
                          kernel=tuple(m.kernel_size))
+
+    @staticmethod
+    def partner(m, modules):
+        """A SparseInverseConv3d's SparseConv3d (same indice_key, weighted); None for other kinds."""
+        if spconv_kind(m) != "sparse_inverse_conv":
+            return None
+        for other in modules:
+            if (other is not m and getattr(other, "indice_key", None) == m.indice_key
+                    and getattr(other, "weight", None) is not None
+                    and not getattr(other, "subm", False) and not getattr(other, "inverse", False)):
+                return other
+        raise ValueError(f"inverse conv with indice_key {m.indice_key!r} has no matching SparseConv3d")
+
+    @staticmethod
+    def pairs(m, inputs, output, partner=None):
+        """Rulebook pair counts from the active sites (spconv_pairs); an inverse conv counts its partner's
+        rulebook on its own output sites."""
+        kind = spconv_kind(m)
+        if getattr(m, "transposed", False) and kind != "sparse_inverse_conv":
+            raise NotImplementedError("MACs accounting of SparseConvTranspose layers is not supported")
+        if kind == "sparse_inverse_conv":
+            if partner is None:
+                raise ValueError(f"inverse conv with indice_key {m.indice_key!r}: its SparseConv3d is needed")
+            sites, conv = output, partner
+        else:
+            sites, conv = inputs[0], m
+        return tap_pair_counts(sites.indices.detach().cpu().numpy(), sites.spatial_shape, conv.kernel_size,
+                               conv.stride, conv.padding, conv.dilation, subm=kind == "subm_conv")
 
     @staticmethod
     def im2col(m, inputs, output, partner=None):

@@ -21,7 +21,7 @@ from torch import nn
 from ..core.levels import level_counts
 from ..core.reconstruct import LayerStatistics, RowSolve, check_rank, reconstruct_rows
 from .heads import head_outputs
-from .layers import from_rows, layer_im2col, layer_spec, rows, spconv_kind, weight_view
+from .layers import from_rows, layer_im2col, layer_partners, layer_spec, rows, weight_view
 
 
 @dataclass(frozen=True)
@@ -47,27 +47,13 @@ def _site_choice(n: int, max_sites: int, seed: int, frame: int, name: str, call:
     return torch.randperm(n, generator=gen)[:max_sites].sort().values
 
 
-def _partners(model: nn.Module, layers: Mapping[str, nn.Module]) -> dict[str, nn.Module]:
-    """For each SparseInverseConv3d, the SparseConv3d of the model sharing its indice_key."""
-    convs = {getattr(m, "indice_key", None): m for m in model.modules()
-             if getattr(m, "indice_key", None) is not None and getattr(m, "weight", None) is not None
-             and not getattr(m, "subm", False) and not getattr(m, "inverse", False)}
-    out = {}
-    for name, m in layers.items():
-        if layer_spec(m).kind.startswith("sparse") and spconv_kind(m) == "sparse_inverse_conv":
-            if m.indice_key not in convs:
-                raise ValueError(f"{name}: inverse conv indice_key {m.indice_key!r} has no matching SparseConv3d")
-            out[name] = convs[m.indice_key]
-    return out
-
-
 class _Recorder:
     """Forward hooks that im2col the inputs of ``names`` on every call and hand them to ``sink``."""
 
     def __init__(self, model: nn.Module, layers: Mapping[str, nn.Module], names: Sequence[str],
                  sink: Callable[[str, int, torch.Tensor], None], stop_when_done: bool):
         self.layers, self.names, self.sink = layers, list(names), sink
-        self.partners = _partners(model, {n: layers[n] for n in names})
+        self.partners = layer_partners(model, {n: layers[n] for n in names})
         self.stop_when_done = stop_when_done
         self.calls: dict[str, int] = {}
         self._handles = []
