@@ -114,7 +114,7 @@ def _(ws, tmp):
     before = {s: cv.digest(cv.closure(f"dm3d_exp.stages.{s}", copy), copy) for s in stages}
     rows = []
     ok = True
-    for module, callers in (("adapters/heads.py", set(stages)),
+    for module, callers in (("adapters/heads/base.py", set(stages)),
                             ("core/statcorr.py", {"sensitivity", "allocate", "prune", "recover", "evaluate"}),
                             ("kitti/iou.py", {"evaluate"}), ("adapters/kitti_metric.py", {"evaluate"}),
                             ("report.py", set()), ("plots.py", set())):

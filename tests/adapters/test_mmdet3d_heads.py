@@ -5,13 +5,13 @@ import torch
 pytest.importorskip("mmdet3d", reason="mmdet3d not installed")
 
 from dm3d_exp.adapters.detector import build_detector, points_batch
-from dm3d_exp.adapters.heads import confidence_sources, head_outputs, output_group
+from dm3d_exp.adapters.heads import head_extractor, head_outputs
 from dm3d_exp.adapters.sensitivity import DistortionSpec
 from dm3d_exp.core.distortion import detection_distortion
 from dm3d_exp.adapters.layers import layer_spec, prunable_modules
-from tiny_detectors import he_init, random_points, tiny_centerpoint, tiny_pointpillars, tiny_pv_rcnn
+from tiny_detectors import he_init, random_points, tiny_centerpoint, tiny_pointpillars, tiny_pv_rcnn, tiny_ssn
 
-TINY = {"pointpillars": tiny_pointpillars, "centerpoint": tiny_centerpoint, "pv_rcnn": tiny_pv_rcnn}
+TINY = {"pointpillars": tiny_pointpillars, "centerpoint": tiny_centerpoint, "pv_rcnn": tiny_pv_rcnn, "ssn": tiny_ssn}
 
 
 # spconv's multi-threaded CPU sums change order between calls; through PV-RCNN's 12 sparse layers the
@@ -30,11 +30,12 @@ def test_head_outputs_grouped_and_differentiable(model):
     kind, det = model
     inputs, samples = points_batch(det, [random_points(0)])
     outs = head_outputs(det, inputs, samples)
-    groups = {n: output_group(n) for n in outs}
+    groups = {n: head_extractor(det).group(n) for n in outs}
     assert set(groups.values()) == {"loc", "conf"}
-    if kind == "pointpillars":
+    if kind in ("pointpillars", "ssn"):
         assert groups["cls_score.level0"] == "conf" and groups["bbox_pred.level0"] == "loc"
-        assert outs["cls_score.level0"].shape[1] == 18  # 3 classes x 2 rotations x 3 sizes
+        # PointPillars: 3 classes x 2 rotations x 3 sizes channels; SSN: 3 class channels (anchors are positions)
+        assert outs["cls_score.level0"].shape[1] == (18 if kind == "pointpillars" else 3)
     elif kind == "pv_rcnn":
         assert groups["rpn.cls_score.level0"] == "conf" and groups["rpn.dir_cls_pred.level0"] == "loc"
         assert groups["roi.bbox_scores"] == "conf" and groups["roi.bbox_reg"] == "loc"
@@ -54,7 +55,7 @@ def test_head_outputs_grouped_and_differentiable(model):
 def test_prunable_layers_cover_sparse_and_dense_types(model):
     kind, det = model
     kinds = {layer_spec(m).kind for _, m in prunable_modules(det)}
-    expected = {"linear", "conv", "conv_transpose"} if kind == "pointpillars" else {"subm_conv", "sparse_conv", "conv", "conv_transpose"}
+    expected = {"linear", "conv", "conv_transpose"} if kind in ("pointpillars", "ssn") else {"subm_conv", "sparse_conv", "conv", "conv_transpose"}
     if kind == "pv_rcnn":  # VSA / RoI-grid MLPs (1x1 Conv2d) and the RoI head's fully connected layers
         expected |= {"linear"}
     assert expected <= kinds
@@ -103,6 +104,7 @@ SITES = {  # expected conf source of a few outputs per head family
     "pointpillars": {"bbox_pred.level0": "cls_score.level0", "dir_cls_pred.level0": "cls_score.level0"},
     "centerpoint": {"task0.reg": "task0.heatmap", "task1.rot": "task1.heatmap", "task1.heatmap": "task1.heatmap"},
     "pv_rcnn": {"rpn.bbox_pred.level0": "rpn.cls_score.level0", "roi.bbox_reg": "roi.bbox_scores"},
+    "ssn": {"bbox_pred.level0": "cls_score.level0", "dir_cls_pred.level0": "cls_score.level0"},
 }
 
 
@@ -113,10 +115,11 @@ def test_foreground_weighting_and_channel_normalisation_work_on_every_head(model
     inputs, samples = points_batch(det, [random_points(0)])
     with torch.no_grad():
         dense = head_outputs(det, inputs, samples)
-    sources = confidence_sources(dense)
+    head = head_extractor(det)
+    sources = head.confidence_sources(dense)
     assert set(sources) == set(dense)
     assert {k: sources[k] for k in SITES[kind]} == SITES[kind]
-    terms = DistortionSpec(foreground_weighting=True, normalize="channel_variance").terms(dense)
+    terms = DistortionSpec(foreground_weighting=True, normalize="channel_variance").terms(dense, head)
     for name, w in terms["fg_weights"].items():
         src = dense[sources[name]]
         assert torch.equal(w, src.sigmoid().amax(dim=1, keepdim=True))
@@ -127,5 +130,34 @@ def test_foreground_weighting_and_channel_normalisation_work_on_every_head(model
 
 
 def test_confidence_sources_need_one_conf_output_per_site():
-    with pytest.raises(ValueError, match="exactly one conf"):
-        confidence_sources(["task0.reg", "task0.dim"])
+    from dm3d_exp.adapters.heads.center import CenterHeadExtractor
+
+    with pytest.raises(ValueError, match="site 'task0'.*expected exactly one conf"):
+        CenterHeadExtractor("pts_bbox_head").confidence_sources(["task0.reg", "task0.dim"])
+
+
+def test_head_extractors_are_registered_by_name_and_head_class():
+    """The registry (heads/base.py): every shipped family by name, one extractor per head class, a head
+    nobody registered refused with what is registered, a second extractor for a taken class refused."""
+    from torch import nn
+
+    from dm3d_exp.adapters.heads import HEADS, HeadExtractor, register_head
+
+    assert {"anchor3d", "center", "pv_rcnn", "shape_aware"} <= set(HEADS.names())
+
+    class TransFusionHead(nn.Module):  # a head family nobody registered
+        pass
+
+    class Detector(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pts_bbox_head = TransFusionHead()
+
+    with pytest.raises(TypeError, match=r"Detector has no registered head among its heads \{'pts_bbox_head': "
+                                        r"'TransFusionHead'\}; registered head extractors: anchor3d \(Anchor3DHead\)"):
+        head_extractor(Detector())
+    with pytest.raises(ValueError, match=r"head classes \['CenterHead'\] are already read by \['center'\]"):
+        register_head("center_again")(type("Again", (HeadExtractor,), {"head_types": ("CenterHead",)}))
+    with pytest.raises(ValueError, match="'center' is already registered"):
+        register_head("center")(type("Again", (HeadExtractor,), {"head_types": ("NoSuchHead",)}))
+    assert "center_again" not in HEADS

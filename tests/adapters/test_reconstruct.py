@@ -238,7 +238,7 @@ def test_reconstructed_perturbations_match_parallel_reconstruction_and_lower_the
 
 
 def test_pv_rcnn_reconstruction_keeps_every_batchs_dense_proposals():
-    """PV-RCNN's RoI head refines the *dense* model's proposals (stored per batch, heads.py). The
+    """PV-RCNN's RoI head refines the *dense* model's proposals (stored per batch, heads/pv_rcnn.py). The
     calibration passes stop early, so every batch must get its dense proposals before the first layer
     changes; otherwise batches after the first would store the proposals of a partly pruned RPN at the
     first pass that reaches the RoI head. RPN-side layers are pruned and reconstructed; an RoI-head layer

@@ -64,3 +64,29 @@ def random_points(seed, n=1500, rng_box=(0.5, -6.0, -2.5, 12.0, 6.0, 0.5)):
     lo, hi = np.array(rng_box[:3]), np.array(rng_box[3:])
     xyz = lo + (hi - lo) * g.random((n, 3))
     return np.concatenate([xyz, g.random((n, 1))], 1).astype(np.float32)
+
+
+def tiny_ssn():
+    """mmdet3d's SSN (MVXFasterRCNN + ShapeAwareHead) over a 12.8 m square: 0.4 m pillars, 8-16 channels,
+    two shape groups (small: pedestrian + bicycle at stride 1; large: car at stride 2), plain BN."""
+    cfg = load_config("mmdet3d::ssn/ssn_hv_secfpn_sbn-all_16xb2-2x_nus-3d.py")
+    m = cfg.model
+    rng, vs = [-6.4, -6.4, -5.0, 6.4, 6.4, 3.0], [0.4, 0.4, 8.0]
+    bn1, bn2 = dict(type="BN1d", eps=1e-3, momentum=0.01), dict(type="BN2d", eps=1e-3, momentum=0.01)
+    m.data_preprocessor.voxel_layer.update(point_cloud_range=rng, voxel_size=vs, max_voxels=(2000, 2000))
+    m.pts_voxel_encoder.update(feat_channels=[8], voxel_size=vs, point_cloud_range=rng, norm_cfg=bn1)
+    m.pts_middle_encoder.update(in_channels=8, output_shape=[32, 32])
+    m.pts_backbone.update(in_channels=8, layer_nums=[1, 1, 1], out_channels=[8, 8, 16], norm_cfg=bn2)
+    m.pts_neck.update(in_channels=[8, 8, 16], out_channels=[8, 8, 8], norm_cfg=bn2)
+    sizes = {"pedestrian": [0.73, 0.67, 1.77], "bicycle": [1.68, 0.60, 1.27], "car": [4.61, 1.95, 1.72]}
+    classes = ["pedestrian", "bicycle", "car"]
+    head = m.pts_bbox_head
+    head.update(num_classes=3, in_channels=24, feat_channels=24,
+                tasks=[dict(num_class=2, class_names=classes[:2], shared_conv_channels=(8,),
+                            shared_conv_strides=(1,), norm_cfg=bn2),
+                       dict(num_class=1, class_names=classes[2:], shared_conv_channels=(8, 8),
+                            shared_conv_strides=(2, 1), norm_cfg=bn2)])
+    head.anchor_generator.update(ranges=[rng[:2] + [-1.7] + rng[3:5] + [-1.7]] * 3, sizes=[sizes[c] for c in classes])
+    m.train_cfg.pts.assigner = m.train_cfg.pts.assigner[:3]
+    m.test_cfg.pts.update(nms_pre=100, max_num=50)
+    return cfg

@@ -20,7 +20,7 @@ from ..core.fisher import FisherCurveAccumulator, GradientMeanAccumulator, Pertu
 from ..core.masks import apply_mask_
 from ..core.measured import measured_curves
 from ..core.ranking import magnitude_order, mask_from_order, taylor_order
-from .heads import confidence_sources, head_outputs, output_group
+from .heads import HeadExtractor, head_extractor, head_outputs
 from .layers import weight_view
 from .reconstruct import ReconstructionSpec, record_statistics, reconstructed_perturbations
 
@@ -40,10 +40,10 @@ class DistortionSpec:
     def lambdas(self) -> dict[str, float]:
         return {"loc": self.lambda_loc, "conf": self.lambda_conf}
 
-    def terms(self, dense: Mapping[str, torch.Tensor]) -> dict:
-        """Keyword arguments of detection_distortion / probe_scalar for these dense outputs."""
-        return {"groups": {n: output_group(n) for n in dense}, "lambdas": self.lambdas(),
-                "fg_weights": _fg_weights(dense, self.foreground_weighting), "normalize": self.normalize}
+    def terms(self, dense: Mapping[str, torch.Tensor], head: HeadExtractor) -> dict:
+        """Keyword arguments of detection_distortion / probe_scalar for these dense outputs of ``head``."""
+        return {"groups": {n: head.group(n) for n in dense}, "lambdas": self.lambdas(),
+                "fg_weights": _fg_weights(dense, head, self.foreground_weighting), "normalize": self.normalize}
 
 
 @dataclass
@@ -59,11 +59,12 @@ class FisherSpec:
     distortion: DistortionSpec = field(default_factory=DistortionSpec)
 
 
-def _fg_weights(outputs: Mapping[str, torch.Tensor], enabled: bool):
-    """Extension: weight every output position by the dense model's max class score there (heads.py)."""
+def _fg_weights(outputs: Mapping[str, torch.Tensor], head: HeadExtractor, enabled: bool):
+    """Extension: weight every output position by the dense model's max class score there (the head's
+    confidence sources)."""
     if not enabled:
         return None
-    sources = confidence_sources(outputs)
+    sources = head.confidence_sources(outputs)
     weights = {c: foreground_weights(outputs[c]) for c in set(sources.values())}
     return {n: weights[c] for n, c in sources.items()}
 
@@ -75,9 +76,10 @@ def _view_grads(layers: Mapping[str, nn.Module], grads: Sequence[torch.Tensor]) 
 def _frame_gradients(model, layers, batches, spec: FisherSpec, kind: str, probes: int, generator):
     """Yield canonical-view gradients of sigma for every (frame, probe)."""
     params = [m.weight for m in layers.values()]
+    head = head_extractor(model)
     for inputs, samples in batches:
         outputs = head_outputs(model, inputs, samples)
-        terms = spec.distortion.terms({k: v.detach() for k, v in outputs.items()})
+        terms = spec.distortion.terms({k: v.detach() for k, v in outputs.items()}, head)
         for r in range(probes):
             sigma = probe_scalar(outputs, kind=kind, generator=generator, **terms)
             grads = torch.autograd.grad(sigma, params, retain_graph=r < probes - 1)
@@ -138,7 +140,8 @@ class DistortionMeter:
         self.model, self.batches, self.spec = model, list(batches), spec
         with torch.no_grad():
             self.dense = [head_outputs(model, i, s) for i, s in self.batches]
-        self.terms = [spec.terms(d) for d in self.dense]
+        head = head_extractor(model)
+        self.terms = [spec.terms(d, head) for d in self.dense]
 
     @torch.no_grad()
     def __call__(self, model: nn.Module | None = None) -> float:
