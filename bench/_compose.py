@@ -7,7 +7,7 @@ def compose(overrides, defaults=("tracking=off", "progress=false")):
     from hydra import compose as hydra_compose, initialize_config_dir
 
     from dm3d_exp.pipeline.app import CONF_DIR
-    from dm3d_exp.pipeline.schema import validate
+    from dm3d_exp.schema import validate
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return validate(hydra_compose("config", overrides=[*defaults, *overrides]))

@@ -106,7 +106,7 @@ def _(ws, tmp):
 @scenario("a module is edited (appended statement)",
           "exactly the stages importing it (transitively) get a new code version; a module no stage imports: none")
 def _(ws, tmp):
-    from dm3d_exp.pipeline import code_version as cv
+    from dm3d_exp.store import code_version as cv
 
     stages = ("calibrate", "sensitivity", "allocate", "prune", "recover", "evaluate")
     copy = tmp / "pkg" / "dm3d_exp"

@@ -31,7 +31,7 @@ def main() -> None:
 
 def report_main(argv=None) -> None:
     """`dm3d-report`: method x target table and mAP-vs-FLOPs plot from MLflow."""
-    from .report import main
+    from .pipeline.report import main
 
     _run(main, argv)
 

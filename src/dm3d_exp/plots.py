@@ -35,7 +35,7 @@ def reduction_ticks(values, decimals: int = 2) -> tuple[list[float], tuple[float
 def pareto_plot(df, out_png) -> Path:
     """mAP against achieved FLOPs reduction, one line per method, dense mAP as a horizontal line.
 
-    ``df`` is a :func:`dm3d_exp.report.summary_table` frame: columns ``method``, ``map`` (pruned mAP),
+    ``df`` is a :func:`dm3d_exp.pipeline.report.summary_table` frame: columns ``method``, ``map`` (pruned mAP),
     ``map_dense`` and ``flops_reduction`` (dense/pruned; where it is missing, ``1 / flops_ratio``).
     The x axis is logarithmic (base 2) with a tick at each distinct reduction (:func:`reduction_ticks`);
     every point is labelled with its mAP and, where ``map_ci_low`` / ``map_ci_high`` are given, carries its

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from dm3d_exp.data.params import GENERATOR_VERSION
-from dm3d_exp.pipeline import code_version as cv
+from dm3d_exp.store import code_version as cv
 
 PIN = Path(__file__).with_name("generator_sources.json")
 

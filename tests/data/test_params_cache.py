@@ -83,7 +83,7 @@ def test_cache_generates_once_and_reuses(monkeypatch, tmp_path):
     manifest = json.loads((roots[0] / "manifest.json").read_text())
     assert manifest["params"] == p.to_dict() and manifest["counts"]["train"] == 2
     assert ensure_dataset(p) == roots[0] and len(calls) == 1
-    assert not [x for x in roots[0].parent.iterdir() if ".tmp-" in x.name]
+    assert sorted(x.name for x in roots[0].parent.iterdir()) == sorted([roots[0].name, f".{roots[0].name}.lock"])
 
 
 def test_failed_generation_leaves_nothing(monkeypatch, tmp_path):

@@ -88,7 +88,7 @@ def test_same_inputs_are_a_no_op_and_new_splits_replace_it_atomically(prepared, 
     assert (copy / "kitti_infos_train.pkl").stat().st_mtime_ns == stamp
     assert prepare_main(["kitti", str(root), str(copy), "--val-every", "2"]) == 0
     assert len(json.loads((copy / "dm3d_prepare.json").read_text())["splits"]["val"]) == 6
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["kitti"]  # no temporary siblings left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".kitti.lock", "kitti"]  # no temporary siblings left (the lock stays, as filelock leaves it)
 
 
 def test_image_size_comes_from_the_png_header_where_there_is_an_image(shared_data, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from dm3d_exp.pipeline.cache import FOREIGN_TEMP_AGE_S, StageCache, content_key, remove_stale_temp_dirs
+from dm3d_exp.store.cache import FOREIGN_TEMP_AGE_S, StageCache, content_key, remove_stale_temp_dirs
 
 
 def test_key_depends_on_every_input_and_not_on_dict_order():
@@ -82,7 +82,7 @@ def test_parallel_jobs_compute_a_shared_entry_once(tmp_path):
 _OWNER = """
 import sys, time
 from pathlib import Path
-from dm3d_exp.pipeline.cache import StageCache
+from dm3d_exp.store.cache import StageCache
 root, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 def compute(out):
     (out / "partial.bin").write_bytes(b"x" * 1000)

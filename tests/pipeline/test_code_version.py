@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from dm3d_exp.pipeline import code_version as cv
+from dm3d_exp.store import code_version as cv
 
 STAGES = ("calibrate", "sensitivity", "allocate", "prune", "recover", "evaluate")
 
@@ -24,7 +24,7 @@ def test_closures_contain_what_the_stages_call():
     """The modules the hand-written lists of issue 11.2 missed."""
     short = {s: {m.removeprefix("dm3d_exp.") for m in cv.closure(f"dm3d_exp.stages.{s}")} for s in STAGES}
     every = {"adapters.detector", "adapters.mmdet3d_modules", "adapters.runtime", "adapters.spconv_cpu",
-             "stages.context", "pipeline.schema"}
+             "stages.context", "schema"}
     assert all(every <= short[s] for s in STAGES)
     assert {"adapters.heads", "core.macs", "adapters.data", "adapters.macs_probe"} <= short["calibrate"]
     assert {"adapters.sensitivity", "adapters.layers", "adapters.checkpoint"} <= short["prune"]

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 
 from dm3d_exp.errors import InputError
-from dm3d_exp.pipeline.schema import METHODS, validate
+from dm3d_exp.schema import METHODS, validate
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 os.environ.setdefault("DM3D_REPO", str(CONF.parent))
@@ -163,7 +163,7 @@ def test_baseline_allocation_keys_leave_out_what_baselines_do_not_use():
     from dataclasses import asdict
     from types import SimpleNamespace
 
-    from dm3d_exp.pipeline.cache import content_key
+    from dm3d_exp.store.cache import content_key
     from dm3d_exp.stages.allocate import cache_inputs
 
     def key(*overrides):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
-from dm3d_exp import report
+from dm3d_exp.pipeline import report
 from dm3d_exp.errors import InputError
 from dm3d_exp.pipeline.tracking import sqlite_path, start_run
 

@@ -63,7 +63,7 @@ def test_zoo_config_loads_and_rebases_onto_data_root(name, tmp_path):
 
 def test_run_config_schema_accepts_detector_yamls():
     """The pipeline's typed DetectorConf takes every detector yaml as is (no extra keys)."""
-    from dm3d_exp.pipeline.schema import DetectorConf
+    from dm3d_exp.schema import DetectorConf
 
     for name in available_detectors():
         OmegaConf.merge(OmegaConf.structured(DetectorConf), load_detector_conf(name))

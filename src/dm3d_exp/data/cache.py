@@ -1,23 +1,20 @@
 """Dataset cache: generate the synthetic dataset once, publish it atomically, reuse it while it matches.
 
 Default location ``${XDG_CACHE_HOME:-~/.cache}/dm3d-exp/datasets/synthetic_kitti-<digest>``, the digest
-covering the generator version and all parameters. Generation happens in a temporary directory beside
-the target, under an exclusive ``fcntl`` lock (``.<name>.lock``) so concurrent processes generate it
-only once; the finished directory is renamed into place, so a dataset directory is either complete
+covering the generator version and all parameters. Published by :func:`dm3d_exp.publish.publish_dir`: generated
+in a temporary directory beside the target under an exclusive lock (``.<name>.lock``), so concurrent
+processes generate it only once, then renamed into place, so a dataset directory is either complete
 (with ``manifest.json``) or absent.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import InputError
+from ..publish import publish_dir
 from .params import GENERATOR_VERSION, SynthParams
 from .writer import generate_dataset
 
@@ -79,17 +76,6 @@ def check_dataset(root: str | os.PathLike) -> dict:
     return manifest
 
 
-@contextmanager
-def _locked(lock_path: Path):
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _matches(root: Path, params: SynthParams) -> bool:
     """True when ``root`` holds a complete dataset of ``params``; InputError when it holds something else."""
     if not root.exists():
@@ -115,19 +101,6 @@ def ensure_dataset(params: SynthParams | None = None, root: str | os.PathLike | 
     params = params or SynthParams()
     root = Path(root) if root is not None else dataset_dir(params)
     root = root.expanduser().absolute()
-    if _matches(root, params):
-        return root
-    with _locked(root.parent / f".{root.name}.lock"):
-        if _matches(root, params):  # another process finished it while we waited
-            return root
-        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.tmp-"))
-        try:
-            generate_dataset(params, tmp, workers=workers, progress=progress)
-            os.chmod(tmp, 0o755)
-            if root.exists():  # an empty directory
-                root.rmdir()
-            os.rename(tmp, root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    publish_dir(root, lambda tmp: generate_dataset(params, tmp, workers=workers, progress=progress),
+                lambda d: _matches(d, params))
     return root

@@ -10,10 +10,10 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import InputError
+from ..schema import RunConf, validate
 from ..stages import allocate, sensitivity
 from ..stages.context import REPO_ROOT
 from .run import run_stages, write_summary
-from .schema import RunConf, validate
 from .tracking import JobTracker, Terminated, flatten, terminate_on_sigterm, tracking_uri
 
 CONF_DIR = REPO_ROOT / "conf"

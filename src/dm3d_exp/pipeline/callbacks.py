@@ -117,7 +117,7 @@ class MlflowSweepCallback(Callback):
             return
         from mlflow.tracking import MlflowClient
 
-        from .. import report
+        from . import report
 
         client = MlflowClient(uri)
         try:

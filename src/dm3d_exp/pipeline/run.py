@@ -24,8 +24,8 @@ from ..fileio import atomic_write_bytes
 from ..kitti.bootstrap import paired_interval
 from ..stages import allocate, calibrate, evaluate, prune, recover, sensitivity
 from ..stages.context import RunContext
-from .cache import CacheEntry
-from .schema import RunConf
+from ..schema import RunConf
+from ..store.cache import CacheEntry
 
 ORDER = ("calibrate", "sensitivity", "allocate", "prune", "recover", "evaluate")
 

@@ -22,12 +22,12 @@ import os
 import shutil
 import struct
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..publish import publish_dir
 
 KITTI_IMAGE_SHAPE = (375, 1242)  # (height, width) of most KITTI object images (a few are 370-376 x 1224-1242)
 MANIFEST = "dm3d_prepare.json"
@@ -166,6 +166,35 @@ def _v1_infos(kitti_converter, kitti_data_utils, stage: Path, ids: list[str], la
     return infos
 
 
+def _build(stage: Path, root: Path, layout: dict, splits: dict, record: dict) -> None:
+    """Write the prepared dataset into ``stage``: linked training folders, ImageSets, infos v2,
+    velodyne_reduced, GT database and the ``dm3d_prepare.json`` record."""
+    kitti_converter, kitti_data_utils, update_infos_to_v2, create_gt_database = _converters()
+    import mmengine
+
+    _link_training(root, stage, layout)
+    image_sets = stage / "ImageSets"
+    image_sets.mkdir()
+    for split, ids in splits.items():
+        (image_sets / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+    v1 = stage / ".v1"  # mmdet3d v1 infos, the converters' input; removed before publication
+    v1.mkdir()
+    with _quiet():
+        infos = {s: _v1_infos(kitti_converter, kitti_data_utils, stage, ids, layout) for s, ids in splits.items()}
+        infos["trainval"] = infos["train"] + infos["val"]
+        for split, data in infos.items():
+            mmengine.dump(data, v1 / f"kitti_infos_{split}.pkl")
+        for split in ("train", "val"):
+            kitti_converter._create_reduced_point_cloud(str(stage), str(v1 / f"kitti_infos_{split}.pkl"),
+                                                        save_path=str(stage / "training" / "velodyne_reduced"))
+        for split in infos:
+            update_infos_to_v2.update_pkl_infos("kitti", out_dir=str(stage), pkl_path=str(v1 / f"kitti_infos_{split}.pkl"))
+        create_gt_database.create_groundtruth_database("KittiDataset", str(stage), "kitti",
+                                                       "kitti_infos_train.pkl", relative_path=False)
+    shutil.rmtree(v1)
+    (stage / MANIFEST).write_text(json.dumps(record, indent=1))
+
+
 def prepare_kitti(root: str | os.PathLike, out: str | os.PathLike, val_every: int | None = None,
                   log=print) -> Path:
     """Prepare the KITTI root ``root`` into ``out`` (infos v2 for train/val/trainval, velodyne_reduced, GT
@@ -174,56 +203,29 @@ def prepare_kitti(root: str | os.PathLike, out: str | os.PathLike, val_every: in
     layout = read_layout(root)
     splits = read_splits(root, layout["frames"], val_every)
     fingerprint = _fingerprint(root, layout, splits)
-    manifest = out / MANIFEST
-    if manifest.is_file():
-        old = json.loads(manifest.read_text())
-        if {k: old.get(k) for k in fingerprint} == fingerprint:
-            log(f"{out} is up to date ({len(layout['frames'])} frames)")
-            return out
-    if out.exists() and not manifest.is_file():
+    if out.exists() and not (out / MANIFEST).is_file():
         raise InputError(f"{out} exists and is not a dm3d-prepare output, expected a new or earlier-prepared path")
+
+    def up_to_date(d: Path) -> bool:
+        if not (d / MANIFEST).is_file():
+            return False
+        old = json.loads((d / MANIFEST).read_text())
+        return {k: old.get(k) for k in fingerprint} == fingerprint
+
+    if up_to_date(out):
+        log(f"{out} is up to date ({len(layout['frames'])} frames)")
+        return out
     from ..adapters.runtime import setup_mmdet3d
 
     setup_mmdet3d()  # mmdet3d's registries (the GT database builds a KittiDataset)
-    kitti_converter, kitti_data_utils, update_infos_to_v2, create_gt_database = _converters()
-    import mmengine
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    v1 = Path(tempfile.mkdtemp(prefix=f".{out.name}.v1-", dir=out.parent))
-    try:
-        _link_training(root, stage, layout)
-        image_sets = stage / "ImageSets"
-        image_sets.mkdir()
-        for split, ids in splits.items():
-            (image_sets / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
-        with _quiet():
-            infos = {s: _v1_infos(kitti_converter, kitti_data_utils, stage, ids, layout) for s, ids in splits.items()}
-            infos["trainval"] = infos["train"] + infos["val"]
-            for split, data in infos.items():
-                mmengine.dump(data, v1 / f"kitti_infos_{split}.pkl")
-            for split in ("train", "val"):
-                kitti_converter._create_reduced_point_cloud(str(stage), str(v1 / f"kitti_infos_{split}.pkl"),
-                                                            save_path=str(stage / "training" / "velodyne_reduced"))
-            for split in infos:
-                update_infos_to_v2.update_pkl_infos("kitti", out_dir=str(stage), pkl_path=str(v1 / f"kitti_infos_{split}.pkl"))
-            create_gt_database.create_groundtruth_database("KittiDataset", str(stage), "kitti",
-                                                           "kitti_infos_train.pkl", relative_path=False)
-        assumed = [f for f in layout["frames"] if f not in layout["images"]]
-        record = {**fingerprint, "frames": len(layout["frames"]), "image_shape_assumed": assumed,
-                  "assumed_image_shape": list(KITTI_IMAGE_SHAPE),
-                  "reduced_cloud_as_scan": sorted(set(layout["frames"]) - set(layout["full_cloud"]))}
-        (stage / MANIFEST).write_text(json.dumps(record, indent=1))
-        if out.exists():
-            old_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old_dir / "prepared")
-            os.replace(stage, out)
-            shutil.rmtree(old_dir)
-        else:
-            os.replace(stage, out)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-        shutil.rmtree(v1, ignore_errors=True)
+    assumed = [f for f in layout["frames"] if f not in layout["images"]]
+    already, _ = publish_dir(out, lambda stage: _build(stage, root, layout, splits, {
+        **fingerprint, "frames": len(layout["frames"]), "image_shape_assumed": assumed,
+        "assumed_image_shape": list(KITTI_IMAGE_SHAPE),
+        "reduced_cloud_as_scan": sorted(set(layout["frames"]) - set(layout["full_cloud"]))}), up_to_date, replace=True)
+    if already:  # another process prepared the same inputs while we waited
+        log(f"{out} is up to date ({len(layout['frames'])} frames)")
+        return out
     log(f"prepared {out}: {len(splits['train'])} train / {len(splits['val'])} val frames"
         + (f"; image size assumed {KITTI_IMAGE_SHAPE[0]}x{KITTI_IMAGE_SHAPE[1]} for {len(assumed)} frames without "
            "image_2" if assumed else ""))

@@ -20,8 +20,8 @@ from ..core.levels import level_counts, max_level
 from ..core.macs import level_costs, prefix_macs, prunable_budget, summarize_macs
 from ..core.ranking import magnitude_order
 from ..errors import InputError
-from ..pipeline.cache import CacheEntry
-from ..pipeline.code_version import code_version
+from ..store.cache import CacheEntry
+from ..store.code_version import code_version
 from . import calibrate, sensitivity
 from .context import RunContext
 

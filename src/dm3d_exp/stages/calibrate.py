@@ -17,8 +17,8 @@ from ..adapters.heads import head_outputs
 from ..adapters.layers import layer_spec
 from ..adapters.macs_probe import PairRecorder
 from ..core.macs import LayerCost
-from ..pipeline.cache import CacheEntry
-from ..pipeline.code_version import code_version
+from ..store.cache import CacheEntry
+from ..store.code_version import code_version
 from .context import RunContext, seeded_indices
 
 CODE = code_version(sys.modules[__name__])  # this module and everything it imports

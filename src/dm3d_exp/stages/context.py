@@ -15,8 +15,8 @@ from ..adapters.detector import build_detector, load_config
 from ..adapters.layers import prunable_modules
 from ..errors import InputError
 from ..fileio import file_sha256
-from ..pipeline.cache import StageCache
-from ..pipeline.schema import RunConf
+from ..store.cache import StageCache
+from ..schema import RunConf
 
 # The source tree (conf/, checkpoints/, the mmdet3d configs): this package's clone, or $DM3D_REPO (a clone,
 # for a non-editable install whose package lives elsewhere).

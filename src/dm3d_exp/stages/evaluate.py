@@ -24,8 +24,8 @@ from ..adapters.layers import prunable_modules, weight_view
 from ..adapters.sensitivity import DistortionMeter, additivity_check
 from ..core.levels import level_counts
 from ..fileio import file_sha256
-from ..pipeline.cache import CacheEntry
-from ..pipeline.code_version import code_version
+from ..store.cache import CacheEntry
+from ..store.code_version import code_version
 from ..progress import progress_bar
 from . import calibrate, sensitivity
 from .context import RunContext, seeded_indices

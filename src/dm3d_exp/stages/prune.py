@@ -16,8 +16,8 @@ from ..adapters.checkpoint import nonzero_report, save_checkpoint
 from ..adapters.layers import weight_view
 from ..adapters.sensitivity import apply_levels
 from ..core.ranking import magnitude_order
-from ..pipeline.cache import CacheEntry
-from ..pipeline.code_version import code_version
+from ..store.cache import CacheEntry
+from ..store.code_version import code_version
 from . import allocate, sensitivity
 from .context import RunContext
 

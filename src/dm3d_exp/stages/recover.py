@@ -26,8 +26,8 @@ from ..adapters.data import batches, build_train_dataset, train_batches
 from ..adapters.layers import weight_view
 from ..core.reconstruct import ReconstructionError
 from ..errors import InputError
-from ..pipeline.cache import CacheEntry
-from ..pipeline.code_version import code_version
+from ..store.cache import CacheEntry
+from ..store.code_version import code_version
 from ..progress import progress_bar
 from . import calibrate
 from .context import RunContext, seeded_indices

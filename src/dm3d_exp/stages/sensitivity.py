@@ -21,8 +21,8 @@ from ..adapters.sensitivity import (DistortionSpec, FisherSpec, fisher_curves, i
                                     measured_layer_curves, reconstructed_fisher_curves)
 from ..core.methods import get_method
 from ..core.reconstruct import ReconstructionError
-from ..pipeline.cache import CacheEntry
-from ..pipeline.code_version import code_version
+from ..store.cache import CacheEntry
+from ..store.code_version import code_version
 from ..progress import progress_bar
 from . import calibrate, recover
 from .context import RunContext

@@ -22,9 +22,9 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
-from .pipeline.tracking import PARENT_TAG, ROLE_TAG, check_server, close_dead_runs, sqlite_path
-from .fileio import atomic_write_text
+from ..errors import InputError
+from .tracking import PARENT_TAG, ROLE_TAG, check_server, close_dead_runs, sqlite_path
+from ..fileio import atomic_write_text
 
 MAP = "metrics.pruned/eval/mAP"
 DENSE_MAP = "metrics.dense/eval/mAP"
@@ -204,7 +204,7 @@ def markdown(table: pd.DataFrame, source: str = "") -> str:
 def write_report(frame: pd.DataFrame, out_dir, source: str = "") -> pd.DataFrame:
     """Write ``report.md``, ``report.csv`` and ``pareto.png`` (each atomically) into ``out_dir`` from a
     :func:`runs_frame` frame; return the :func:`summary_table`."""
-    from .plots import pareto_plot
+    from ..plots import pareto_plot
 
     table = summary_table(frame)
     out = Path(out_dir)

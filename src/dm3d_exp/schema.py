@@ -12,8 +12,8 @@ from typing import Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ..core import methods as _methods
-from ..errors import InputError
+from .core import methods as _methods
+from .errors import InputError
 
 METHODS = _methods.METHODS.names()  # the registered pruning methods (core/methods.py)
 STAGES = ("all", "calibrate", "sensitivity", "allocate", "prune", "recover", "evaluate")
