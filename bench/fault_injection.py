@@ -295,11 +295,13 @@ def _(ws, tmp):
         (f"detector.checkpoint={tmp / 'missing.pth'}", "detector.checkpoint"))])
 
 
-@scenario("baseline with DP-only keys (lamp + min_density / allocator)", "exit 2, one line: not used by lamp")
+@scenario("baseline with DP-only keys (lamp + min_density / allocator)",
+          "exit 2, one line: the key is not in lamp's config; added with +, not used by lamp")
 def _(ws, tmp):
-    return _all_one_line(tmp, [(dm3d_command(ws, "pruning=lamp", arg, "tracking=off"),
-                                "is not used by pruning.method='lamp'")
-                               for arg in ("pruning.min_density=0.05", "pruning.allocator=lagrangian")])
+    return _all_one_line(tmp, [(dm3d_command(ws, "pruning=lamp", f"{plus}{arg}", "tracking=off"),
+                                "is not used by pruning.method='lamp'" if plus else f"Could not override 'pruning.{arg.split('=')[0].split('.')[1]}'")
+                               for arg in ("pruning.min_density=0.05", "pruning.allocator=lagrangian")
+                               for plus in ("", "+")])
 
 
 @scenario("baseline under pruning.macs_mode=density", "the budget is met in the mode asked for")

@@ -14,6 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .core import methods as _methods
 from .errors import InputError
+from .kitti.format import EVAL_CLASSES
 
 METHODS = _methods.METHODS.names()  # the registered pruning methods (core/methods.py)
 STAGES = ("all", "calibrate", "sensitivity", "allocate", "prune", "recover", "evaluate")
@@ -36,7 +37,7 @@ class DatasetConf:
     name: str = "synthetic_kitti"
     format: str = "kitti"
     root: Optional[str] = None
-    classes: list = field(default_factory=lambda: ["Car", "Pedestrian", "Cyclist"])
+    classes: list = field(default_factory=lambda: list(EVAL_CLASSES))
     synth: Optional[dict] = field(default_factory=dict)
 
     def __post_init__(self):

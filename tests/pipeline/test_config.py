@@ -73,8 +73,9 @@ def test_every_detector_composes_and_real_data_needs_a_root():
     ("sensitivity.coarse_levels=0", "sensitivity.coarse_levels=0 is out of range"),
     ("eval.max_detections=0", r"eval.max_detections=0 is out of range, expected a value in \[1, 1000000\]"),
     ("threads=0", r"threads=0 is out of range, expected a value in \[1, 1024\]"),
-    ("pruning=lamp pruning.min_density=0.05", "pruning.min_density=0.05 is not used by pruning.method='lamp', expected 0.0 .only dm3d, rd_measured read it."),
-    ("pruning=uniform pruning.allocator=lagrangian", "pruning.allocator='lagrangian' is not used by pruning.method="
+    # a baseline's config has no curve-only keys; added anyway (+key), the schema says who reads them
+    ("pruning=lamp +pruning.min_density=0.05", "pruning.min_density=0.05 is not used by pruning.method='lamp', expected 0.0 .only dm3d, rd_measured read it."),
+    ("pruning=uniform +pruning.allocator=lagrangian", "pruning.allocator='lagrangian' is not used by pruning.method="
                                                      "'uniform', expected 'dp' .only dm3d, rd_measured"),
 ])
 def test_schema_rejects_bad_values_with_one_line(override, match):
@@ -171,7 +172,7 @@ def test_baseline_allocation_keys_leave_out_what_baselines_do_not_use():
         ctx = SimpleNamespace(conf=conf, section=lambda name: asdict(getattr(conf, name)))
         return content_key(cache_inputs(ctx, SimpleNamespace(key="calib"), None))
 
-    assert key("pruning=lamp") == key("pruning=lamp", "pruning.budget_units=500")
+    assert key("pruning=lamp") == key("pruning=lamp", "+pruning.budget_units=500")
     assert key("pruning=lamp") != key("pruning=lamp", "pruning.macs_mode=density")
     assert key("pruning=dm3d") != key("pruning=dm3d", "pruning.budget_units=500")
 
@@ -183,6 +184,8 @@ def test_baseline_allocation_keys_leave_out_what_baselines_do_not_use():
     (["pruning=[bad"], "cannot parse the overrides"),
     (["foo=1"], "the overrides do not fit the config: Could not override 'foo'"),
     (["--multirun", "pruning=dm3d,lamp", "pruning.nosuch=0.1,0.2"], "Could not override 'pruning.nosuch'"),
+    (["pruning=lamp", "pruning.min_density=0.05"], "Could not override 'pruning.min_density'. To append to your "
+                                                   "config use \\+pruning.min_density=0.05"),
 ])
 def test_cli_refuses_unknown_group_options_before_hydra(argv, match):
     """`dm3d` checks group options itself (Hydra would exit 1): one InputError line, hence exit 2."""

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from . import kitti_metric, nuscenes_metric  # noqa: F401  (register the Devkit* metrics with mmdet3d's METRICS)
+from ..kitti.format import EVAL_CLASSES
 from .data import info_path
 from .runtime import setup_mmdet3d
 
@@ -25,7 +26,7 @@ def build_metric(cfg, data_root, fmt: str, split: str, classes: Sequence[str], b
 
     if fmt == "kitti":
         mcfg = dict(type="DevkitKittiMetric", ann_file=info_path(data_root, fmt, split), metric="bbox",
-                    classes=[c for c in ("Car", "Pedestrian", "Cyclist") if c in classes], bootstrap=bootstrap)
+                    classes=[c for c in EVAL_CLASSES if c in classes], bootstrap=bootstrap)
     elif fmt == "nuscenes" and not any(Path(data_root).glob("v1.0-*")):
         warnings.warn(f"{data_root} has no nuScenes tables (v1.0-*/): scoring with the devkit's functions on the "
                       "info boxes (DevkitNuScenesMetric: mAP and TP errors, no NDS)", stacklevel=2)

@@ -23,7 +23,7 @@ from mmdet3d.registry import METRICS
 
 from ..kitti.bootstrap import bootstrap_map, headline_map, interval
 from ..kitti.eval import evaluate
-from ..kitti.format import KittiObjects
+from ..kitti.format import EVAL_CLASSES, KittiObjects
 
 
 
@@ -74,7 +74,7 @@ class DevkitKittiMetric(KittiMetric):
             info = self._info_of(res, by_file, by_idx)
             gts.append(gt_objects_from_info(info, label2cat))
             dts.append(self._det_objects(res["pred_instances_3d"], info, class_names))
-        classes = self.eval_classes or tuple(c for c in ("Car", "Pedestrian", "Cyclist") if c in class_names)
+        classes = self.eval_classes or tuple(c for c in EVAL_CLASSES if c in class_names)
         ap = evaluate(gts, dts, classes=classes, report_undetected=True)
         ap["mAP"] = headline_map(ap, classes)
         for c in classes:  # how many ground-truth boxes each AP rests on

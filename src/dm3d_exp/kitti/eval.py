@@ -44,7 +44,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .format import KittiObjects, read_label_file
+from .format import EVAL_CLASSES as CLASSES, KittiObjects, read_label_file
 from .iou import bev_box_overlap, box3d_overlap, image_box_overlap
 
 __all__ = [
@@ -52,7 +52,6 @@ __all__ = [
     "get_thresholds", "average_precision",
 ]
 
-CLASSES = ("Car", "Pedestrian", "Cyclist")
 METRICS = ("bbox", "bev", "3d", "aos")
 DIFFICULTIES = ("easy", "moderate", "hard")
 MIN_HEIGHT = (40, 25, 25)

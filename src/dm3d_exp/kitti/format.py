@@ -16,6 +16,7 @@ from ..errors import InputError
 from ..fileio import atomic_write_bytes
 
 KITTI_CLASSES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
+EVAL_CLASSES = ("Car", "Pedestrian", "Cyclist")  # the classes the KITTI devkit scores (the project's one list)
 
 
 @dataclass

@@ -71,7 +71,7 @@ def print_table(conf: RunConf, summary: dict, out: Path, uri: str | None) -> Non
     t.add_column("metric")
     t.add_column("dense", justify="right")
     t.add_column("pruned", justify="right")
-    keys = ["mAP"] + [f"{c}/3d/moderate/R40" for c in ("Car", "Pedestrian", "Cyclist")]
+    keys = ["mAP"] + [f"{c}/3d/moderate/R40" for c in conf.dataset.classes]
     for k in keys:
         d, p = summary.get(f"dense/eval/{k}"), summary.get(f"pruned/eval/{k}")
         if d is not None or p is not None:
@@ -80,7 +80,7 @@ def print_table(conf: RunConf, summary: dict, out: Path, uri: str | None) -> Non
             ci = [f"{summary[f'{w}/eval/mAP_ci_low']:.1f}-{summary[f'{w}/eval/mAP_ci_high']:.1f}"
                   if f"{w}/eval/mAP_ci_low" in summary else "-" for w in ("dense", "pruned")]
             t.add_row("  95% interval (frame bootstrap)", *ci)
-    gt = [f"{c} {summary[f'pruned/eval/num_gt/{c}']:.0f}" for c in ("Car", "Pedestrian", "Cyclist")
+    gt = [f"{c} {summary[f'pruned/eval/num_gt/{c}']:.0f}" for c in conf.dataset.classes
           if f"pruned/eval/num_gt/{c}" in summary]
     if gt:
         t.add_row("ground-truth boxes", "", ", ".join(gt))

@@ -21,6 +21,7 @@ from mmengine.hooks import Hook
 
 from ..adapters.detector import build_detector
 from ..errors import InputError
+from ..kitti.format import EVAL_CLASSES
 from ..fileio import atomic_write_bytes, file_sha256
 from .detectors import repo_root, resolve_detector
 
@@ -100,7 +101,7 @@ def unprefixed(metrics: dict[str, float]) -> dict[str, float]:
 def headline(metrics: dict[str, float]) -> dict[str, float]:
     """The manifest's summary of a metric dict: mAP and per-class moderate 3D AP R40."""
     out = {"mAP": float(metrics["mAP"])}
-    for cls in ("Car", "Pedestrian", "Cyclist"):
+    for cls in EVAL_CLASSES:
         key = f"{cls}/3d/moderate/R40"
         if key in metrics:
             out[key] = float(metrics[key])
