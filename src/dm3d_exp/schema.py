@@ -51,8 +51,6 @@ class DetectorConf:
     name: str = "centerpoint_voxel_synth"
     mmdet3d_config: str = "conf/detector/mmdet3d/centerpoint_voxel_synth.py"
     checkpoint: Optional[str] = None
-    classes: list = field(default_factory=list)
-    point_cloud_range: list = field(default_factory=list)
     trust_checkpoint: bool = False  # true: unpickle detector.checkpoint without restrictions (runs its code)
 
     @property

@@ -139,7 +139,7 @@ def test_pv_rcnn_run_prunes_both_stages(workspace, tmp_path):
     pruned ones, predicted and measured distortion reported."""
     config, ckpt = _tiny_pv_rcnn(tmp_path)
     run_dm3d(workspace, tmp_path, f"detector.mmdet3d_config={config}", f"detector.checkpoint={ckpt}",
-          "detector.point_cloud_range=[0,-12.8,-3,25.6,12.8,1]", "pruning=dm3d", "pruning.flops_target=0.5",
+          "pruning=dm3d", "pruning.flops_target=0.5",
           "tracking=off", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}")
     (summary,) = _summaries(tmp_path / "run")
     assert summary["pruned/cost/flops_ratio"] <= 0.5 + 1e-9
@@ -230,7 +230,7 @@ def test_identical_bytes_whatever_the_thread_environment(workspace, tmp_path):
     ``threads`` value is another cache key."""
     config, ckpt = _tiny_pv_rcnn(tmp_path)
     common = (f"detector.mmdet3d_config={config}", f"detector.checkpoint={ckpt}",
-              "detector.point_cloud_range=[0,-12.8,-3,25.6,12.8,1]", "pruning=dm3d", "pruning.flops_target=0.5",
+              "pruning=dm3d", "pruning.flops_target=0.5",
               "pruning.prunable='middle_encoder.conv_input,middle_encoder.encoder_layers.encoder_layer1,"
               "middle_encoder.encoder_layers.encoder_layer2'",
               "pruning.min_density=0.3",

@@ -4,10 +4,8 @@
 # SparseEncoder (SubMConv3d / SparseConv3d, 16-32-64-64 channels, stride 8), a dense SECOND backbone
 # (64/128) and SECONDFPN back to stride 8 (0.8 m cells), and a velocity-free CenterHead (tasks
 # [Pedestrian, Cyclist], [Car]; 32-channel heads). Data, pipelines, metric and schedule: _base_synth_kitti.py.
-_base_ = ['./_base_synth_kitti.py']
+_base_ = ['./_base_synth_kitti.py', './_base_sparse_encoder_synth.py']
 point_cloud_range = [0, -38.4, -3, 51.2, 38.4, 1]
-voxel_size = [0.1, 0.1, 0.2]
-grid_size = [512, 768, 20]  # x, y, z voxels
 out_size_factor = 8
 
 model = dict(
@@ -18,19 +16,10 @@ model = dict(
         voxel_layer=dict(
             max_num_points=10,
             point_cloud_range=point_cloud_range,
-            voxel_size=voxel_size,
+            voxel_size={{_base_.voxel_size}},
             max_voxels=(40000, 60000))),
     pts_voxel_encoder=dict(type='HardSimpleVFE', num_features=4),
-    pts_middle_encoder=dict(
-        type='SparseEncoder',
-        in_channels=4,
-        sparse_shape=[grid_size[2] + 1, grid_size[1], grid_size[0]],
-        output_channels=128,
-        order=('conv', 'norm', 'act'),
-        encoder_channels=((16, ), (32, 32), (64, 64), (64, 64)),
-        # z: 21 -> 11 -> 6 -> 3 -> conv_out (k3, s2) -> 1, so the BEV map has 128 channels
-        encoder_paddings=((1, ), (1, 1), (1, 1), (1, 1)),
-        block_type='conv_module'),
+    pts_middle_encoder={{_base_._sparse_encoder}},
     pts_backbone=dict(
         type='SECOND',
         in_channels=128,
@@ -63,7 +52,7 @@ model = dict(
             max_num=100,
             score_threshold=0.1,
             out_size_factor=out_size_factor,
-            voxel_size=voxel_size[:2],
+            voxel_size={{_base_._voxel_xy}},
             code_size=7),
         separate_head=dict(type='SeparateHead', init_bias=-2.19, final_kernel=3, head_conv=32),
         loss_cls=dict(type='mmdet.GaussianFocalLoss', reduction='mean'),
@@ -72,8 +61,8 @@ model = dict(
     train_cfg=dict(
         pts=dict(
             point_cloud_range=point_cloud_range,
-            grid_size=grid_size,
-            voxel_size=voxel_size,
+            grid_size={{_base_.grid_size}},
+            voxel_size={{_base_.voxel_size}},
             out_size_factor=out_size_factor,
             dense_reg=1,
             gaussian_overlap=0.1,
@@ -90,7 +79,7 @@ model = dict(
             min_radius=[0.85, 4],
             score_threshold=0.1,
             out_size_factor=out_size_factor,
-            voxel_size=voxel_size[:2],
+            voxel_size={{_base_._voxel_xy}},
             nms_type='rotate',
             pre_max_size=1000,
             post_max_size=83,

@@ -3,10 +3,8 @@
 # the shared range) through a spconv SparseEncoder (SubMConv3d / SparseConv3d, 16-32-64-64 channels,
 # stride 8), a dense SECOND backbone (64/128), SECONDFPN (2 x 64) and the Anchor3DHead shared with
 # pointpillars_synth.py (_base_anchor3d_head_synth.py). Data, pipelines, metric and schedule: _base_synth_kitti.py.
-_base_ = ['./_base_synth_kitti.py', './_base_anchor3d_head_synth.py']
+_base_ = ['./_base_synth_kitti.py', './_base_sparse_encoder_synth.py', './_base_anchor3d_head_synth.py']
 point_cloud_range = [0, -38.4, -3, 51.2, 38.4, 1]
-voxel_size = [0.1, 0.1, 0.2]
-grid_size = [512, 768, 20]  # x, y, z voxels
 
 model = dict(
     type='VoxelNet',
@@ -16,19 +14,10 @@ model = dict(
         voxel_layer=dict(
             max_num_points=5,
             point_cloud_range=point_cloud_range,
-            voxel_size=voxel_size,
+            voxel_size={{_base_.voxel_size}},
             max_voxels=(40000, 60000))),
     voxel_encoder=dict(type='HardSimpleVFE', num_features=4),
-    middle_encoder=dict(
-        type='SparseEncoder',
-        in_channels=4,
-        sparse_shape=[grid_size[2] + 1, grid_size[1], grid_size[0]],
-        output_channels=128,
-        order=('conv', 'norm', 'act'),
-        encoder_channels=((16, ), (32, 32), (64, 64), (64, 64)),
-        # z: 21 -> 11 -> 6 -> 3 -> conv_out (k3, s2) -> 1, so the BEV map has 128 channels
-        encoder_paddings=((1, ), (1, 1), (1, 1), (1, 1)),
-        block_type='conv_module'),
+    middle_encoder={{_base_._sparse_encoder}},
     backbone=dict(
         type='SECOND',
         in_channels=128,

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..errors import InputError
 
 MMDET3D_PREFIX = "mmdet3d::"
-_FIELDS = ("name", "mmdet3d_config", "checkpoint", "classes", "point_cloud_range")
+_FIELDS = ("name", "mmdet3d_config", "checkpoint")
 
 
 def repo_root() -> Path:
@@ -42,8 +42,6 @@ class DetectorSpec:
     name: str
     config: Path
     checkpoint: Path | None
-    classes: tuple[str, ...]
-    point_cloud_range: tuple[float, ...]
     data_root: Path | None = None
 
 
@@ -102,11 +100,10 @@ def resolve_detector(conf: DictConfig | dict | str, require_checkpoint: bool = T
             raise InputError(f"detector {name}: checkpoint {checkpoint} does not exist{hint}")
     if data_root is None and zoo:
         raise InputError(f"detector {name}: needs the dataset root its checkpoint is evaluated on "
-                         f"(pass dataset.root=PATH, a root prepared by mmdet3d's tools/create_data.py)")
+                         f"(pass dataset.root=PATH, a root prepared by dm3d-prepare kitti, or mmdet3d's tools/create_data.py for nuScenes)")
     root = None
     if data_root is not None:
         root = Path(os.path.expanduser(str(data_root))).absolute()
         if not root.is_dir():
             raise InputError(f"detector {name}: dataset root {root} is not a directory")
-    return DetectorSpec(str(name), config, checkpoint, tuple(conf.classes),
-                        tuple(float(v) for v in conf.point_cloud_range), root)
+    return DetectorSpec(str(name), config, checkpoint, root)

@@ -34,9 +34,11 @@ def config_sha256(config: str | os.PathLike) -> str:
 
     Canonical JSON of the mmengine config tree, so refactoring a config file (moving shared blocks into a
     ``_base_``) keeps the digest while any change of a value the model or the training sees changes it.
+    Top-level names starting with ``_`` are left out: they are shared blocks a ``_base_`` file offers
+    (``{{_base_._sparse_encoder}}``), which count where they are used.
     """
     cfg = load_config(config, "/dm3d-data-root")
-    text = json.dumps(cfg.to_dict(), sort_keys=True, default=repr)
+    text = json.dumps({k: v for k, v in cfg.to_dict().items() if not k.startswith("_")}, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
