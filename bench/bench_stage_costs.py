@@ -174,16 +174,11 @@ def _score_convs(model) -> list:
 
 def _masks(layers, orders, sparsity: float) -> dict:
     """Every layer's canonical-view mask (True = kept) without its first ``sparsity`` of the order."""
-    import torch
-
     from dm3d_exp.adapters.layers import weight_view
+    from dm3d_exp.core.ranking import mask_from_order
 
-    masks = {}
-    for n, o in orders.items():
-        keep = torch.ones(o.numel(), dtype=torch.bool)
-        keep[o[: int(sparsity * o.numel())]] = False
-        masks[n] = keep.reshape(weight_view(layers[n]).shape)
-    return masks
+    return {n: mask_from_order(o, tuple(weight_view(layers[n]).shape), int(sparsity * o.numel()))
+            for n, o in orders.items()}
 
 
 def measure(**kw) -> dict:

@@ -12,7 +12,7 @@ from dm3d_exp.adapters.heads import head_outputs
 from dm3d_exp.adapters.layers import layer_spec, prunable_modules, weight_view
 from dm3d_exp.adapters.reconstruct import ReconstructionSpec, forward_order, reconstruct_model
 from dm3d_exp.adapters.sensitivity import DistortionMeter, DistortionSpec
-from dm3d_exp.core.ranking import magnitude_order
+from dm3d_exp.core.ranking import magnitude_order, mask_from_order
 from dm3d_exp.core.reconstruct import ReconstructionError
 from tiny_detectors import he_init, random_points, tiny_centerpoint
 
@@ -35,10 +35,7 @@ def _masks(model, density=0.4, max_inputs=96):
         if layer_spec(m).taps * layer_spec(m).cin > max_inputs:
             continue
         view = weight_view(m).detach()
-        order = magnitude_order(view)
-        keep = torch.ones(view.numel(), dtype=torch.bool)
-        keep[order[: int(round((1 - density) * view.numel()))]] = False
-        masks[name] = keep.reshape(view.shape)
+        masks[name] = mask_from_order(magnitude_order(view), tuple(view.shape), int(round((1 - density) * view.numel())))
     return masks
 
 

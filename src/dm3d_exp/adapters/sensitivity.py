@@ -17,9 +17,8 @@ from torch import nn
 
 from ..core.distortion import detection_distortion, foreground_weights, probe_scalar
 from ..core.fisher import FisherCurveAccumulator, GradientMeanAccumulator, PerturbationCurveAccumulator
-from ..core.masks import apply_mask_
 from ..core.measured import measured_curves
-from ..core.ranking import magnitude_order, mask_from_order, taylor_order
+from ..core.ranking import apply_mask_, magnitude_order, mask_from_order, taylor_order
 from .heads import HeadExtractor, head_extractor, head_outputs
 from .layers import weight_view
 from .reconstruct import ReconstructionSpec, record_statistics, reconstructed_perturbations
@@ -176,7 +175,7 @@ def measured_layer_curves(model: nn.Module, layers: Mapping[str, nn.Module], bat
 @torch.no_grad()
 def apply_levels(layers: Mapping[str, nn.Module], orders: Mapping[str, torch.Tensor], counts: Mapping[str, int]):
     """Zero the first ``counts[name]`` weights of each layer's order in place (the keep-mask of
-    :func:`dm3d_exp.core.ranking.mask_from_order`, baked by :func:`dm3d_exp.core.masks.apply_mask_`);
+    :func:`dm3d_exp.core.ranking.mask_from_order`, baked by :func:`dm3d_exp.core.ranking.apply_mask_`);
     return the saved weights."""
     saved = {}
     for name, m in layers.items():

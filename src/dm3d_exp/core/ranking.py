@@ -64,3 +64,12 @@ def mask_from_order(order: torch.Tensor, shape: tuple[int, ...], m: int) -> torc
     keep = torch.ones(numel, dtype=torch.bool, device=order.device)
     keep[order[: int(m)]] = False
     return keep.reshape(shape)
+
+
+@torch.no_grad()
+def apply_mask_(w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """w <- w * mask in place (zeros baked into the tensor, and into the parameter when w is a canonical
+    [K, Cout, Cin] view of it, METHOD.md §7)."""
+    if mask.shape != w.shape or mask.dtype != torch.bool:
+        raise ValueError(f"mask {mask.dtype} {tuple(mask.shape)}: expected a bool mask of shape {tuple(w.shape)}")
+    return w.masked_fill_(~mask.to(w.device), 0)
