@@ -117,7 +117,7 @@ def _(ws, tmp):
     for module, callers in (("adapters/heads/base.py", set(stages)),
                             ("core/statcorr.py", {"sensitivity", "allocate", "prune", "recover", "evaluate"}),
                             ("kitti/iou.py", {"evaluate"}), ("adapters/kitti_metric.py", {"evaluate"}),
-                            ("report.py", set()), ("plots.py", set())):
+                            ("pipeline/report.py", set()), ("plots.py", set())):
         path = copy / module
         original = path.read_text()
         path.write_text(original + "\n_FAULT_INJECTED = 1\n")

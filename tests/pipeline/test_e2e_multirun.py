@@ -64,6 +64,17 @@ def test_methods_x_targets_multirun_on_mlflow_server(workspace, mlflow_server, t
             if k in s:
                 assert run.data.metrics[k] == pytest.approx(s[k]), k
         assert any(a.path == "summary.json" for a in client.list_artifacts(run.info.run_id))
+        # the headline section: keys without '/', the same numbers as their long names
+        m = run.data.metrics
+        assert m["mAP"] == m["pruned/eval/mAP"] and m["mAP_dense"] == m["dense/eval/mAP"]
+        assert m["mAP_delta"] == pytest.approx(m["mAP"] - m["mAP_dense"])
+        assert m["flops_reduction"] == m["pruned/cost/flops_reduction"] and m["sparsity"] == m["pruned/cost/sparsity"]
+        assert m["AP_moderate_Car"] == m["pruned/eval/Car/3d/moderate/R40"]
+        assert m["time_total_s"] == pytest.approx(sum(v for k, v in m.items() if k.startswith("time/")))
+        assert ("D_predicted" in m) == (s["config"]["pruning"]["method"] == "dm3d") and "D_measured" in m
+        note = run.data.tags["mlflow.note.content"]
+        assert note.startswith(f"**{s['config']['pruning']['method']}** at ") and f"mAP **{m['mAP']:.1f}**" in note
+        assert run.data.tags["mlflow.source.name"] == "dm3d" and run.data.tags["dm3d.command"].startswith("dm3d ")
     assert sorted(r.info.run_name for r in children) == ["dm3d@0.25", "dm3d@0.5", "uniform@0.25", "uniform@0.5"]
     parent = client.get_run(parent_id)
     assert parent.data.tags["dm3d.role"] == "sweep"

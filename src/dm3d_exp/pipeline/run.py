@@ -130,6 +130,47 @@ def _summary(conf: RunConf, plan: dict, pruned: CacheEntry | None, dense_eval: d
     return out
 
 
+HEADLINE = {  # MLflow key without a '/' (the dashboard's top section) -> summary key
+    "mAP": "pruned/eval/mAP", "mAP_dense": "dense/eval/mAP",
+    "mAP_delta_ci_low": "pruned/eval/delta_mAP_ci_low", "mAP_delta_ci_high": "pruned/eval/delta_mAP_ci_high",
+    "flops_reduction": "pruned/cost/flops_reduction", "sparsity": "pruned/cost/sparsity",
+    "D_predicted": "distortion/predicted", "D_measured": "distortion/measured",
+}
+
+
+def headline_metrics(summary: dict, classes) -> dict[str, float]:
+    """The few numbers a reader looks for first, under keys without a '/' so that MLflow shows them in their
+    own top section (the long tail stays grouped by its prefixes): pruned and dense mAP, their difference
+    and its paired bootstrap interval, moderate 3D AP per class, FLOPs reduction, sparsity, predicted and
+    measured D, total stage time."""
+    out = {short: summary[key] for short, key in HEADLINE.items() if key in summary}
+    if "mAP" in out and "mAP_dense" in out:
+        out["mAP_delta"] = out["mAP"] - out["mAP_dense"]
+    for c in classes:
+        key = f"pruned/eval/{c}/3d/moderate/R40"
+        if key in summary:
+            out[f"AP_moderate_{c}"] = summary[key]
+    times = [v for k, v in summary.items() if k.startswith("time/")]
+    if times:
+        out["time_total_s"] = float(sum(times))
+    return out
+
+
+def run_description(conf: RunConf, head: dict) -> str:
+    """Markdown for the run's MLflow description: what ran and its headline numbers."""
+    lines = [f"**{conf.pruning.method}** at {conf.pruning.flops_target:g} of the dense FLOPs on "
+             f"{conf.detector.name} / {conf.dataset.name}, recovery {conf.recovery.method}"
+             + ("" if conf.recovery.statistics == "none" else f" + {conf.recovery.statistics}")]
+    if "mAP" in head:
+        ci = (f" (95 % frame-bootstrap interval of the difference {head['mAP_delta_ci_low']:+.1f} to "
+              f"{head['mAP_delta_ci_high']:+.1f})" if "mAP_delta_ci_low" in head else "")
+        dense = f" vs dense {head['mAP_dense']:.1f}, {head['mAP_delta']:+.1f}{ci}" if "mAP_dense" in head else ""
+        lines.append(f"mAP **{head['mAP']:.1f}**{dense}")
+    if "flops_reduction" in head:
+        lines.append(f"{head['flops_reduction']:.2f}x fewer FLOPs, sparsity {head['sparsity']:.3f}")
+    return "\n\n".join(lines)
+
+
 def write_summary(path: Path, summary: dict, conf: RunConf, entries: dict[str, CacheEntry]) -> None:
     """summary.json: the metrics plus the config and the cache entries (key, path) of this job."""
     doc = dict(summary)

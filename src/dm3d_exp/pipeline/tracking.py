@@ -16,6 +16,7 @@ import json
 import os
 import re
 import socket
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -140,17 +141,25 @@ def get_or_create_experiment(client, name: str, uri: str) -> str:
     return exp.experiment_id
 
 
+def source_tags() -> dict[str, str]:
+    """The run's source as MLflow shows it (``dm3d``) and this process's command line."""
+    return {"mlflow.source.name": "dm3d", "mlflow.source.type": "LOCAL",
+            "dm3d.command": " ".join(["dm3d", *sys.argv[1:]])[:5000]}
+
+
 def start_run(uri: str, experiment: str, run_name: str, tags: Optional[Mapping[str, str]] = None) -> str:
     """Create a RUNNING run in ``experiment`` (created if needed) and return its id.
 
-    MLflow's context tags (user, source, git commit) are added; ``tags`` win over them.
+    MLflow's context tags (user, git commit) are added; the source is named ``dm3d`` (MLflow would show the
+    interpreter's argv[0], ``-c`` under ``python -c``, a venv path otherwise) and the command line is kept in
+    ``dm3d.command``; ``tags`` win over them.
     """
     from mlflow.tracking import MlflowClient
     from mlflow.tracking.context.registry import resolve_tags
 
     client = MlflowClient(uri)
     exp_id = get_or_create_experiment(client, experiment, uri)
-    tags = {**owner_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
+    tags = {**owner_tags(), **source_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
     run = client.create_run(exp_id, tags=resolve_tags(tags), run_name=run_name)
     return run.info.run_id
 
