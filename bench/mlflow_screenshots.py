@@ -6,11 +6,14 @@ Usage: python bench/mlflow_screenshots.py [--tracking-uri sqlite:///path/mlflow.
 Without --tracking-uri it first runs a small real sweep (dm3d,uniform x 0.5,0.25 on the tiny end-to-end
 workspace of tests/pipeline/tiny_workspace.py, about 2 minutes on 2 cores) into a fresh store.
 Needs Chromium (Debian: `apt-get install chromium`; or set CHROMIUM=/path/to/chrome). Starts
-`mlflow server` on a free 127.0.0.1 port, writes experiment.png, job_run.png, parent_run.png under --out.
+`mlflow server` on a free 127.0.0.1 port, writes experiment.png, job_run.png, job_metrics.png (the run's
+Model metrics tab: the headline section first), compare_jobs.png (the sweep's jobs side by side) and
+parent_run.png (the sweep's pareto.png) under --out.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import socket
@@ -24,7 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--window-size=1600,1000", "--virtual-time-budget=20000"]
+                  "--hide-scrollbars", "--virtual-time-budget=20000"]
+TALL = {"job_metrics.png": 5000, "compare_jobs.png": 2400}  # pages whose point is below the first screen
 
 
 def _free_port() -> int:
@@ -45,9 +49,9 @@ def demo_sweep(root: Path) -> tuple[str, str]:
     return f"sqlite:///{db}", "demo/tiny_pointpillars"
 
 
-def screenshot(chromium: str, url: str, out: Path, profile: Path) -> None:
-    subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={out}", url],
-                   check=True, capture_output=True, timeout=180)
+def screenshot(chromium: str, url: str, out: Path, profile: Path, height: int = 1000) -> None:
+    subprocess.run([chromium, *CHROMIUM_FLAGS, f"--window-size=1600,{height}", f"--user-data-dir={profile}",
+                    f"--screenshot={out}", url], check=True, capture_output=True, timeout=180)
 
 
 def main(argv=None) -> int:
@@ -69,7 +73,8 @@ def main(argv=None) -> int:
         exp = client.get_experiment_by_name(experiment) if experiment else client.search_experiments()[0]
         runs = client.search_runs([exp.experiment_id])
         parent = next(r for r in runs if r.data.tags.get("dm3d.role") == "sweep")
-        job = next(r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
+        jobs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        job, children = jobs[0], [r.info.run_id for r in jobs]
         port = _free_port()
         server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
                                    "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
@@ -89,9 +94,12 @@ def main(argv=None) -> int:
             ml = "?workflowType=machine_learning"  # MLflow 3's UI mode; its default is the GenAI view
             pages = {"experiment.png": f"{base}/#/experiments/{exp.experiment_id}/runs{ml}",
                      "job_run.png": f"{base}/#/experiments/{exp.experiment_id}/runs/{job.info.run_id}{ml}",
+                     "job_metrics.png": f"{base}/#/experiments/{exp.experiment_id}/runs/{job.info.run_id}/model-metrics{ml}",
+                     "compare_jobs.png": f"{base}/#/compare-runs?runs={json.dumps(children)}"
+                                         f"&experiments={json.dumps([exp.experiment_id])}&workflowType=machine_learning",
                      "parent_run.png": f"{base}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}/artifacts/report/pareto.png{ml}"}
             for name, url in pages.items():
-                screenshot(chromium, url, args.out / name, root / "profile")
+                screenshot(chromium, url, args.out / name, root / "profile", TALL.get(name, 1000))
                 print(f"{args.out / name}: {url}")
         finally:
             server.terminate()

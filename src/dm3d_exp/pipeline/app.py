@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..schema import RunConf, validate
 from ..stages import allocate, sensitivity
 from ..stages.context import REPO_ROOT
-from .run import headline_metrics, run_description, run_stages, write_summary
+from .run import headline_for_mlflow, headline_metrics, run_description, run_stages, write_summary
 from .tracking import JobTracker, Terminated, flatten, terminate_on_sigterm, tracking_uri
 
 CONF_DIR = REPO_ROOT / "conf"
@@ -127,7 +127,7 @@ def task(cfg: DictConfig) -> dict:
             (out / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(conf)))
             artifacts = _plots(out, entries) if summary else []
             head = headline_metrics(summary, conf.dataset.classes)
-            tracker.log_metrics({k: v for k, v in {**summary, **head}.items() if np.isfinite(v)})
+            tracker.log_metrics({k: v for k, v in {**summary, **headline_for_mlflow(head)}.items() if np.isfinite(v)})
             tracker.set_tags({"mlflow.note.content": run_description(conf, head)})
             tracker.set_tags({f"dm3d.artifact.{k}": str(e.path) for k, e in entries.items()})
             for path in [out / "summary.json", out / "config_resolved.yaml", *artifacts]:
