@@ -129,3 +129,15 @@ def test_synthetic_detector_builds_and_predicts(name, tmp_path):
         assert {"SubMConv3d", "SparseConv3d"} <= kinds
     metrics = evaluate(model, cfg, num_frames=2)
     assert 0.0 <= metrics["mAP"] <= 100.0
+
+
+@pytest.mark.parametrize("name", ZOO + SYNTH)
+def test_every_shipped_detectors_head_has_an_extractor(name, tmp_path):
+    """The head-extractor registry knows the head class of every shipped detector config (an unregistered
+    one is refused at the first forward, which the tiny-model tests would not see)."""
+    from dm3d_exp.adapters.heads import HEADS
+
+    cfg = load_config(resolve_detector(name, require_checkpoint=False, data_root=tmp_path).config)
+    heads = {k: cfg.model[k].type.split(".")[-1] for k in ("bbox_head", "pts_bbox_head", "roi_head") if cfg.model.get(k)}
+    registered = {t for _, cls in HEADS.items() for t in cls.head_types}
+    assert heads and set(heads.values()) <= registered, heads

@@ -7,7 +7,7 @@ from .base import HeadExtractor, register_head
 
 @register_head("center")
 class CenterHeadExtractor(HeadExtractor):
-    head_types = ("CenterHead",)
+    head_types = ("CenterHead", "CenterHeadNoVelocity")  # the latter: the project's (mmdet3d_modules), same forward
     groups = {"heatmap": "conf", "hm": "conf", "reg": "loc", "center": "loc", "height": "loc",
               "center_z": "loc", "dim": "loc", "rot": "loc", "vel": "loc"}
 
