@@ -14,23 +14,18 @@ renamed into place; ``dm3d_prepare.json`` records the inputs, so preparing the s
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
-import json
 import os
 import shutil
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from ..publish import publish_dir
+from .common import converters, prepare, quiet
 
 KITTI_IMAGE_SHAPE = (375, 1242)  # (height, width) of most KITTI object images (a few are 370-376 x 1224-1242)
-MANIFEST = "dm3d_prepare.json"
 VERSION = 1  # bump when the prepared layout changes
 
 
@@ -113,18 +108,6 @@ def _fingerprint(root: Path, layout: dict, splits: dict) -> dict:
     return {"version": VERSION, "root": str(root.resolve()), "files": h.hexdigest(), "splits": splits}
 
 
-def _converters():
-    """mmdet3d's dataset converter modules (its ``tools`` package ships inside the wheel, under .mim)."""
-    import mmdet3d
-
-    mim = str(Path(mmdet3d.__file__).parent / ".mim")
-    if mim not in sys.path:
-        sys.path.insert(0, mim)
-    from tools.dataset_converters import create_gt_database, kitti_converter, kitti_data_utils, update_infos_to_v2
-
-    return kitti_converter, kitti_data_utils, update_infos_to_v2, create_gt_database
-
-
 def _link_training(root: Path, stage: Path, layout: dict) -> None:
     src, dst = root.resolve() / "training", stage / "training"
     dst.mkdir(parents=True)
@@ -136,14 +119,6 @@ def _link_training(root: Path, stage: Path, layout: dict) -> None:
         sub = "velodyne" if f in layout["full_cloud"] else "velodyne_reduced"
         os.symlink(src / sub / f"{f}.bin", dst / "velodyne" / f"{f}.bin")
     (dst / "velodyne_reduced").mkdir()
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Drop the converters' print() notices (file names, warnings meant for their own CLI); their mmengine
-    progress bars write to the terminal's stdout directly and stay visible."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
 
 
 def _v1_infos(kitti_converter, kitti_data_utils, stage: Path, ids: list[str], layout: dict) -> list[dict]:
@@ -166,10 +141,11 @@ def _v1_infos(kitti_converter, kitti_data_utils, stage: Path, ids: list[str], la
     return infos
 
 
-def _build(stage: Path, root: Path, layout: dict, splits: dict, record: dict) -> None:
+def _build(stage: Path, root: Path, layout: dict, splits: dict) -> dict:
     """Write the prepared dataset into ``stage``: linked training folders, ImageSets, infos v2,
-    velodyne_reduced, GT database and the ``dm3d_prepare.json`` record."""
-    kitti_converter, kitti_data_utils, update_infos_to_v2, create_gt_database = _converters()
+    velodyne_reduced, GT database; returns the manifest's record of what was assumed."""
+    kitti_converter, kitti_data_utils, update_infos_to_v2, create_gt_database = converters(
+        "kitti_converter", "kitti_data_utils", "update_infos_to_v2", "create_gt_database")
     import mmengine
 
     _link_training(root, stage, layout)
@@ -179,7 +155,7 @@ def _build(stage: Path, root: Path, layout: dict, splits: dict, record: dict) ->
         (image_sets / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
     v1 = stage / ".v1"  # mmdet3d v1 infos, the converters' input; removed before publication
     v1.mkdir()
-    with _quiet():
+    with quiet():
         infos = {s: _v1_infos(kitti_converter, kitti_data_utils, stage, ids, layout) for s, ids in splits.items()}
         infos["trainval"] = infos["train"] + infos["val"]
         for split, data in infos.items():
@@ -192,7 +168,10 @@ def _build(stage: Path, root: Path, layout: dict, splits: dict, record: dict) ->
         create_gt_database.create_groundtruth_database("KittiDataset", str(stage), "kitti",
                                                        "kitti_infos_train.pkl", relative_path=False)
     shutil.rmtree(v1)
-    (stage / MANIFEST).write_text(json.dumps(record, indent=1))
+    assumed = [f for f in layout["frames"] if f not in layout["images"]]
+    return {"frames": len(layout["frames"]), "image_shape_assumed": assumed,
+            "assumed_image_shape": list(KITTI_IMAGE_SHAPE),
+            "reduced_cloud_as_scan": sorted(set(layout["frames"]) - set(layout["full_cloud"]))}
 
 
 def prepare_kitti(root: str | os.PathLike, out: str | os.PathLike, val_every: int | None = None,
@@ -203,29 +182,10 @@ def prepare_kitti(root: str | os.PathLike, out: str | os.PathLike, val_every: in
     layout = read_layout(root)
     splits = read_splits(root, layout["frames"], val_every)
     fingerprint = _fingerprint(root, layout, splits)
-    if out.exists() and not (out / MANIFEST).is_file():
-        raise InputError(f"{out} exists and is not a dm3d-prepare output, expected a new or earlier-prepared path")
-
-    def up_to_date(d: Path) -> bool:
-        if not (d / MANIFEST).is_file():
-            return False
-        old = json.loads((d / MANIFEST).read_text())
-        return {k: old.get(k) for k in fingerprint} == fingerprint
-
-    if up_to_date(out):
-        log(f"{out} is up to date ({len(layout['frames'])} frames)")
+    if not prepare(out, fingerprint, lambda stage: _build(stage, root, layout, splits), log,
+                   f"{len(layout['frames'])} frames"):
         return out
-    from ..adapters.runtime import setup_mmdet3d
-
-    setup_mmdet3d()  # mmdet3d's registries (the GT database builds a KittiDataset)
     assumed = [f for f in layout["frames"] if f not in layout["images"]]
-    already, _ = publish_dir(out, lambda stage: _build(stage, root, layout, splits, {
-        **fingerprint, "frames": len(layout["frames"]), "image_shape_assumed": assumed,
-        "assumed_image_shape": list(KITTI_IMAGE_SHAPE),
-        "reduced_cloud_as_scan": sorted(set(layout["frames"]) - set(layout["full_cloud"]))}), up_to_date, replace=True)
-    if already:  # another process prepared the same inputs while we waited
-        log(f"{out} is up to date ({len(layout['frames'])} frames)")
-        return out
     log(f"prepared {out}: {len(splits['train'])} train / {len(splits['val'])} val frames"
         + (f"; image size assumed {KITTI_IMAGE_SHAPE[0]}x{KITTI_IMAGE_SHAPE[1]} for {len(assumed)} frames without "
            "image_2" if assumed else ""))
