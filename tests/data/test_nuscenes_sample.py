@@ -4,12 +4,9 @@ metric (no nuScenes tables needed) scores boxes from it as expected; and `dm3d` 
 model-zoo CenterPoint (random init) over it."""
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +14,6 @@ import pytest
 
 pytest.importorskip("mmdet3d", reason="mmdet3d not installed")
 
-REPO = Path(__file__).resolve().parents[2]
 ZOO = "mmdet3d::centerpoint/centerpoint_voxel01_second_secfpn_8xb4-cyclic-20e_nus-3d.py"
 
 
@@ -58,25 +54,10 @@ def test_sample_reads_through_mmdet3d_with_its_boxes_and_points(nus_root):
 
 @pytest.mark.slow
 def test_dm3d_prunes_the_zoo_centerpoint_on_the_sample(nus_root, tmp_path):
-    import torch
-
-    from dm3d_exp.adapters.checkpoint import save_checkpoint
-    from dm3d_exp.adapters.detector import build_detector
-    from dm3d_exp.adapters.layers import he_normal_
+    from zoo_centerpoint_run import run_zoo_centerpoint
 
     root, _ = nus_root
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(he_normal_(build_detector(ZOO)), tmp_path / "cp.pth")
-    cmd = [sys.executable, "-c", "from dm3d_exp.cli import main; main()", "dataset=nuscenes", f"dataset.root={root}",
-           "detector=centerpoint_voxel_nus", f"detector.checkpoint={ckpt}", "pruning=dm3d",
-           "pruning.flops_target=0.5", "recovery=none", "sensitivity=fisher", "sensitivity.num_levels=20",
-           "calib.num_frames=1", "calib.reference_frames=1", "eval.distortion_frames=1", "threads=1",
-           "progress=false", "tracking=off",
-           f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    summary = run_zoo_centerpoint(root, tmp_path, "eval.distortion_frames=1")
     assert abs(summary["pruned/cost/flops_reduction"] - 2.0) < 0.05
     assert 0.3 < summary["pruned/cost/sparsity"] < 1.0
     assert len(list((tmp_path / "cache" / "prune").glob("*/pruned.pth"))) == 1

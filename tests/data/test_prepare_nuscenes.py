@@ -4,11 +4,8 @@ boxes); bad layouts are one line; the same inputs are a no-op; and `dm3d` runs o
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +18,6 @@ from dm3d_exp.prepare.cli import main as prepare_main  # noqa: E402
 from dm3d_exp.prepare.nuscenes import prepare_nuscenes  # noqa: E402
 from nuscenes_tables import SCENES, write_root  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-ZOO = "mmdet3d::centerpoint/centerpoint_voxel01_second_secfpn_8xb4-cyclic-20e_nus-3d.py"
 
 
 @pytest.fixture(scope="module")
@@ -119,23 +114,9 @@ def test_bad_layouts_are_one_line_and_write_nothing(shared_data, tmp_path, capsy
 def test_dm3d_runs_every_stage_on_the_prepared_root(prepared, tmp_path):
     """The prepared root with its tables: every stage on the zoo CenterPoint (random init), scored by
     mmdet3d's NuScenesMetric (the tables are there)."""
-    import torch
-
-    from dm3d_exp.adapters.checkpoint import save_checkpoint
-    from dm3d_exp.adapters.detector import build_detector
-    from dm3d_exp.adapters.layers import he_normal_
+    from zoo_centerpoint_run import run_zoo_centerpoint
 
     _, _, out = prepared
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(he_normal_(build_detector(ZOO)), tmp_path / "cp.pth")
-    cmd = [sys.executable, "-c", "from dm3d_exp.cli import main; main()", "dataset=nuscenes", f"dataset.root={out}",
-           "detector=centerpoint_voxel_nus", f"detector.checkpoint={ckpt}", "pruning=dm3d",
-           "pruning.flops_target=0.5", "recovery=none", "sensitivity=fisher", "sensitivity.num_levels=20",
-           "calib.num_frames=1", "calib.reference_frames=1", "eval.distortion_frames=0", "threads=1",
-           "progress=false", "tracking=off", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    summary = run_zoo_centerpoint(out, tmp_path, "eval.distortion_frames=0")
     assert abs(summary["pruned/cost/flops_reduction"] - 2.0) < 0.05
     assert 0.0 <= summary["pruned/eval/mAP"] <= 100.0 and 0.0 <= summary["dense/eval/mAP"] <= 100.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 from typing import Iterator, Sequence
 
 from torch import nn
@@ -34,7 +35,19 @@ def build_dataset(cfg, data_root: str | os.PathLike, fmt: str, split: str):
     ds_cfg.data_root = str(data_root)
     ds_cfg.ann_file = info_path(data_root, fmt, split)
     ds_cfg.test_mode = True
+    _table_version(ds_cfg, data_root, fmt)
     return DATASETS.build(ds_cfg)
+
+
+def _table_version(ds_cfg, data_root, fmt: str) -> None:
+    """nuScenes: the dataset's ``version`` is the root's table folder (v1.0-mini, ...). mmdet3d's
+    NuScenesDataset otherwise says v1.0-trainval whatever the root holds (its class metainfo wins over the
+    info file's), and NuScenesMetric then opens tables that are not there."""
+    if fmt != "nuscenes":
+        return
+    versions = sorted(p.name for p in Path(data_root).glob("v1.0-*") if p.is_dir())
+    if len(versions) == 1:
+        ds_cfg.metainfo = {**(ds_cfg.get("metainfo") or {}), "version": versions[0]}
 
 
 WRAPPERS = ("RepeatDataset", "CBGSDataset", "ClassBalancedDataset")
@@ -54,6 +67,7 @@ def build_train_dataset(cfg, data_root: str | os.PathLike, fmt: str):
         ds_cfg = ds_cfg.dataset
     ds_cfg.data_root = str(data_root)
     ds_cfg.ann_file = info_path(data_root, fmt, "train")
+    _table_version(ds_cfg, data_root, fmt)
     return DATASETS.build(ds_cfg)
 
 
