@@ -68,9 +68,9 @@ class PruningConf:
     flops_target: float = 0.25
     denominator: str = "whole"
     macs_mode: str = "tap_aware"
-    allocator: str = "dp"
-    budget_units: int = 10000
-    min_density: float = 0.0
+    allocator: str = _methods.OPTIONAL_SETTINGS["allocator"]  # the settings only some methods read: their
+    budget_units: int = _methods.OPTIONAL_SETTINGS["budget_units"]  # defaults live with the method registry
+    min_density: float = _methods.OPTIONAL_SETTINGS["min_density"]
     prunable: str = "all"
 
     def __post_init__(self):

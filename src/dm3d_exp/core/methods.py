@@ -18,7 +18,7 @@ import numpy as np
 
 from .registry import Registry
 
-# pruning.* settings only some methods read, and their defaults (the schema's PruningConf defaults)
+# pruning.* settings only some methods read, and their defaults (PruningConf takes them from here)
 OPTIONAL_SETTINGS = {"allocator": "dp", "budget_units": 10000, "min_density": 0.0}
 PRECISION_SETTINGS = ("budget_units",)  # ignored without complaint by the methods that do not read them
 
